@@ -1,0 +1,42 @@
+"""What a dataset reader hands back, and the errors it raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+class DataError(ValueError):
+    """A data set that cannot be read as asked: the message says what was expected where."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """The data set's directory or one of its files does not exist."""
+
+
+@dataclass(frozen=True)
+class RawImages:
+    """Images of one data set, read but not yet split or normalised.
+
+    images: (N, C, R, R) float32 in [0, 1]. labels: (N,) int64 in [0, len(class_names)).
+    val_images/val_labels: a validation split the data set itself defines (None: split by
+    `evaluators.data` with `val_fraction`).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
+    flip_invariant: bool = True  # may augmentation mirror these images left-right?
+
+
+def resize_square(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Bilinear resize of (N, C, H, W) to (N, C, R, R) (antialiased when shrinking)."""
+    if images.shape[-2:] == (resolution, resolution):
+        return images
+    shrinking = resolution < max(images.shape[-2:])
+    return F.interpolate(images, size=(resolution, resolution), mode="bilinear",
+                         align_corners=False, antialias=shrinking).clamp_(0.0, 1.0)

@@ -1,0 +1,36 @@
+"""`hybrid-nas`: one command line, one subcommand per verb."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nas.commands import build, export, preset, report, search, show
+
+COMMANDS = (search, report, show, export, build, preset)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hybrid-nas",
+        description="Layout search for hybrid convolution/attention image models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError) as exc:  # our errors say what and where
+        print(f"hybrid-nas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Non-dominated sorting: Pareto ranks for any number of objectives, each minimised or maximised.
+
+Rank 0 is the first front (no other point dominates it), rank 1 the front once rank 0 is removed,
+and so on. A point dominates another when it is at least as good on every objective and strictly
+better on one; identical points never dominate each other, so duplicates share a rank.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+DIRECTIONS = ("min", "max")
+# Rows per block when building the dominance matrix (k >= 3): bounds the temporary (block, n, k).
+_BLOCK_ROWS = 256
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective of a run: a column name and whether smaller or larger is better."""
+
+    name: str
+    direction: str = "min"
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"objective {self.name!r}: direction must be 'min' or 'max', "
+                             f"got {self.direction!r}")
+
+
+def as_objectives(objectives: Iterable) -> list[Objective]:
+    """Accept Objective, {name, direction} mappings, (name, direction) pairs or 'name:max' strings."""
+    parsed = []
+    for item in objectives:
+        if isinstance(item, Objective):
+            parsed.append(item)
+        elif isinstance(item, dict):
+            if "name" not in item:
+                raise ValueError(f"objective {item!r}: missing 'name'")
+            parsed.append(Objective(str(item["name"]), str(item.get("direction", "min"))))
+        elif isinstance(item, str):
+            name, _, direction = item.partition(":")
+            parsed.append(Objective(name, direction or "min"))
+        else:
+            name, direction = item
+            parsed.append(Objective(str(name), str(direction)))
+    if not parsed:
+        raise ValueError("at least one objective is required")
+    return parsed
+
+
+def pareto_ranks(values: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
+    """Pareto rank of each row of `values` (n, k) under per-column directions ('min'/'max').
+
+    Returns an int array of length n; 0 is the first front. NaN values are rejected.
+    """
+    points = np.asarray(values, dtype=float)
+    if points.ndim != 2:
+        raise ValueError(f"values must be a 2-D array (n, k), got shape {points.shape}")
+    if len(directions) != points.shape[1]:
+        raise ValueError(f"got {len(directions)} directions for {points.shape[1]} objectives")
+    for d in directions:
+        if d not in DIRECTIONS:
+            raise ValueError(f"direction must be 'min' or 'max', got {d!r}")
+    if np.isnan(points).any():
+        raise ValueError("values contain NaN; drop those rows before ranking")
+    n, k = points.shape
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    signs = np.array([1.0 if d == "min" else -1.0 for d in directions])
+    points = points * signs  # everything minimised from here on
+    # Duplicates share a rank: rank the unique points, then map back.
+    unique, inverse = np.unique(points, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if k == 1:
+        ranks = np.searchsorted(np.unique(unique[:, 0]), unique[:, 0])
+    elif k == 2:
+        ranks = _ranks_2d(unique)
+    else:
+        ranks = _ranks_dominance(unique)
+    return ranks[inverse].astype(int)
+
+
+def _ranks_2d(points: np.ndarray) -> np.ndarray:
+    """O(n log n) for two minimised objectives over unique points.
+
+    In lexicographic (x, y) order, every earlier point with y <= p.y dominates p. The smallest y of
+    each front is non-decreasing with the front index, so p's rank is the number of fronts whose
+    smallest y is <= p.y.
+    """
+    order = np.lexsort((points[:, 1], points[:, 0]))
+    front_min_y: list[float] = []
+    ranks = np.empty(len(points), dtype=int)
+    for i in order:
+        y = points[i, 1]
+        rank = bisect.bisect_right(front_min_y, y)
+        if rank == len(front_min_y):
+            front_min_y.append(y)
+        else:
+            front_min_y[rank] = y
+        ranks[i] = rank
+    return ranks
+
+
+def _ranks_dominance(points: np.ndarray) -> np.ndarray:
+    """Deb's fast non-dominated sort with a boolean dominance matrix built block by block."""
+    n = len(points)
+    dominates = np.zeros((n, n), dtype=bool)  # dominates[i, j]: i dominates j
+    for start in range(0, n, _BLOCK_ROWS):
+        block = points[start:start + _BLOCK_ROWS, None, :]  # (b, 1, k) against (1, n, k)
+        no_worse = (block <= points[None, :, :]).all(axis=2)
+        better = (block < points[None, :, :]).any(axis=2)
+        dominates[start:start + _BLOCK_ROWS] = no_worse & better
+    dominated_by = dominates.sum(axis=0)
+    ranks = np.full(n, -1, dtype=int)
+    front = np.flatnonzero(dominated_by == 0)
+    rank = 0
+    while front.size:
+        ranks[front] = rank
+        dominated_by -= dominates[front].sum(axis=0)
+        dominated_by[front] = -1  # already ranked
+        front = np.flatnonzero(dominated_by == 0)
+        rank += 1
+    return ranks
+
+
+def objective_column(table: pd.DataFrame, name: str) -> str:
+    """The column holding objective `name`: the value the search used (`obj_<name>`) if recorded,
+    else a metric or cost column of that name."""
+    for column in (f"obj_{name}", name):
+        if column in table.columns and table[column].notna().any():
+            return column
+    raise ValueError(f"objective {name!r}: no column 'obj_{name}' or '{name}' with values "
+                     f"(columns: {sorted(map(str, table.columns))})")
+
+
+def rank_trials(table: pd.DataFrame, objectives: Iterable) -> pd.Series:
+    """Pareto rank per row of a results table; only completed trials with every objective
+    present are ranked, the rest (pruned, failed, diverged, rejected, running) get NaN."""
+    objectives = as_objectives(objectives)
+    columns = [objective_column(table, o.name) for o in objectives]
+    values = table[columns].apply(pd.to_numeric, errors="coerce")
+    eligible = values.notna().all(axis=1)
+    if "status" in table.columns:
+        eligible &= table["status"] == "completed"
+    ranks = pd.Series(np.nan, index=table.index, name="pareto_rank")
+    if eligible.any():
+        ranks[eligible] = pareto_ranks(values[eligible].to_numpy(float),
+                                       [o.direction for o in objectives])
+    return ranks
+
+
+def pareto_front(table: pd.DataFrame, objectives: Iterable) -> pd.DataFrame:
+    """Rows of `table` on the first front of `objectives` (completed trials only)."""
+    return table[rank_trials(table, objectives) == 0]

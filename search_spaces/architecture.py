@@ -1,0 +1,279 @@
+"""The architecture type: one frozen, hashable description of one network.
+
+Everything downstream (model builder, cost counter, trainer, search, results) takes an
+`Architecture`. It has one canonical serialized form (`to_dict`, YAML/JSON of that dict) and one
+identity (`arch_id`, a hash of the canonical form).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+# Block types. C: MBConv + squeeze-excitation (CoAtNet). T: Transformer with 2-D relative
+# attention (CoAtNet). A: Transformer with plain attention (ViT/DeiT). G: gated positional
+# self-attention (ConViT).
+BLOCK_TYPES = ("C", "T", "A", "G")
+ATTENTION_BLOCKS = ("T", "A", "G")
+STEM_KINDS = ("conv", "patch")
+HEAD_KINDS = ("pool", "token")
+CONV_HEAD_SIZE = 32  # the head_size recorded for convolution stages
+FORMAT_VERSION = 1
+
+
+class ArchitectureError(ValueError):
+    """A malformed or inconsistent architecture; `field` names the offending field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Stem:
+    """S0. `conv`: two 3x3 convs, the first with stride 2 (CoAtNet). `patch`: a PxP conv with
+    stride P (ViT/DeiT/ConViT)."""
+
+    kind: str = "conv"
+    width: int = 64
+    patch_size: int = 16  # only read when kind == "patch"
+
+    @property
+    def stride(self) -> int:
+        return 2 if self.kind == "conv" else self.patch_size
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage S1..Sn: `depth` blocks of one type. The first block applies `stride` and changes
+    the width; the rest keep both.
+
+    head_size: channels per attention head (attention blocks only; heads = width // head_size).
+    expansion: MBConv inverted-bottleneck ratio for C, FFN hidden ratio for T/A/G.
+    pos_embed: add a learned absolute position embedding to this stage's input tokens
+      (attention stages only; DeiT and ConViT put it on their first stage).
+    """
+
+    block: str
+    depth: int
+    width: int
+    stride: int = 2
+    head_size: int = 32
+    expansion: int = 4
+    pos_embed: bool = False
+
+    def __post_init__(self) -> None:
+        # head_size means nothing to a convolution stage: normalise it so that one network has
+        # one canonical form and one arch_id.
+        if self.block not in ATTENTION_BLOCKS:
+            object.__setattr__(self, "head_size", CONV_HEAD_SIZE)
+
+    @property
+    def heads(self) -> int:
+        return self.width // self.head_size
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A network: stem, stages, head, and the input it is built for.
+
+    head: `pool` = global average pooling + linear (CoAtNet); `token` = a class token that joins
+    at the first `A` stage, read out by LayerNorm + linear (DeiT, ConViT).
+    """
+
+    stem: Stem
+    stages: tuple[Stage, ...]
+    resolution: int = 224
+    in_channels: int = 3
+    num_classes: int = 1000
+    head: str = "pool"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        validate(self)
+
+    # ---- identity -------------------------------------------------------------------------
+    @property
+    def layout(self) -> str:
+        """Block types of S1..Sn joined by '-', e.g. `C-C-T-T`."""
+        return "-".join(s.block for s in self.stages)
+
+    @property
+    def arch_id(self) -> str:
+        """Stable identity: 16 hex digits of the SHA-256 of the canonical JSON form."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    @property
+    def total_stride(self) -> int:
+        stride = self.stem.stride
+        for stage in self.stages:
+            stride *= stage.stride
+        return stride
+
+    def stage_resolutions(self) -> list[int]:
+        """Side length of each stage's output feature map."""
+        side, sides = self.resolution // self.stem.stride, []
+        for stage in self.stages:
+            side //= stage.stride
+            sides.append(side)
+        return sides
+
+    def replace(self, **changes: Any) -> "Architecture":
+        """A copy with top-level fields changed (validated), e.g. `arch.replace(resolution=64)`."""
+        return dataclasses.replace(self, **changes)
+
+    # ---- canonical serialization -----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical form: every field written, in a fixed order."""
+        return {
+            "format": FORMAT_VERSION,
+            "resolution": self.resolution,
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "head": self.head,
+            "stem": dataclasses.asdict(self.stem),
+            "stages": [dataclasses.asdict(s) for s in self.stages],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Architecture":
+        """Parse the canonical form; raises ArchitectureError naming the field on bad input."""
+        if not isinstance(data, Mapping):
+            raise ArchitectureError("architecture", f"expected a mapping, got {type(data).__name__}")
+        fmt = data.get("format", FORMAT_VERSION)
+        if fmt != FORMAT_VERSION:
+            raise ArchitectureError("format", f"unsupported format version {fmt!r}")
+        top = _pick(data, "architecture", {"format", "resolution", "in_channels", "num_classes",
+                                           "head", "stem", "stages"}, required={"stem", "stages"})
+        stem_data = top.pop("stem")
+        if not isinstance(stem_data, Mapping):
+            raise ArchitectureError("stem", "expected a mapping")
+        stem = Stem(**_typed(_pick(stem_data, "stem", _field_names(Stem)), Stem, "stem"))
+        stages_data = top.pop("stages")
+        if not isinstance(stages_data, (list, tuple)):
+            raise ArchitectureError("stages", "expected a list of stages")
+        stages = []
+        for i, s in enumerate(stages_data):
+            where = f"stages[{i}]"
+            if not isinstance(s, Mapping):
+                raise ArchitectureError(where, "expected a mapping")
+            fields = _pick(s, where, _field_names(Stage), required={"block", "depth", "width"})
+            stages.append(Stage(**_typed(fields, Stage, where)))
+        top.pop("format", None)
+        return cls(stem=stem, stages=tuple(stages), **_typed(top, cls, "architecture"))
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "Architecture":
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ArchitectureError("architecture", f"not valid YAML: {exc}") from None
+        if isinstance(data, Mapping) and "architecture" in data:
+            data = data["architecture"]  # an exported config: metrics beside the architecture
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Architecture":
+        """Read a YAML or JSON file (JSON is YAML): a bare architecture or an exported config."""
+        return cls.from_yaml(Path(path).read_text())
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() if str(path).endswith(".json") else self.to_yaml())
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _pick(data: Mapping[str, Any], where: str, allowed: set[str],
+          required: set[str] = frozenset()) -> dict[str, Any]:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ArchitectureError(f"{where}.{unknown[0]}", f"unknown field (allowed: {sorted(allowed)})")
+    missing = sorted(required - set(data))
+    if missing:
+        raise ArchitectureError(f"{where}.{missing[0]}", "missing required field")
+    return dict(data)
+
+
+_TYPES = {"int": int, "str": str, "bool": bool}
+
+
+def _typed(fields: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
+    """Check each value against the dataclass annotation (bool is not accepted as int)."""
+    annotations = {f.name: f.type for f in dataclasses.fields(cls)}
+    for name, value in fields.items():
+        want = _TYPES.get(str(annotations[name]))
+        if want is None:
+            continue
+        ok = isinstance(value, want) and (want is bool or not isinstance(value, bool))
+        if not ok:
+            raise ArchitectureError(f"{where}.{name}",
+                                    f"expected {want.__name__}, got {value!r}")
+    return fields
+
+
+def validate(arch: Architecture) -> None:
+    """Raise ArchitectureError (naming the field) unless `arch` describes a buildable network."""
+    _positive(arch.resolution, "resolution")
+    _positive(arch.in_channels, "in_channels")
+    _positive(arch.num_classes, "num_classes")
+    if arch.head not in HEAD_KINDS:
+        raise ArchitectureError("head", f"unknown head {arch.head!r} (known: {list(HEAD_KINDS)})")
+    stem = arch.stem
+    if stem.kind not in STEM_KINDS:
+        raise ArchitectureError("stem.kind", f"unknown stem {stem.kind!r} (known: {list(STEM_KINDS)})")
+    _positive(stem.width, "stem.width")
+    _positive(stem.patch_size, "stem.patch_size")
+    if not arch.stages:
+        raise ArchitectureError("stages", "at least one stage is required")
+    for i, stage in enumerate(arch.stages):
+        where = f"stages[{i}]"
+        if stage.block not in BLOCK_TYPES:
+            raise ArchitectureError(f"{where}.block",
+                                    f"unknown block type {stage.block!r} (known: {list(BLOCK_TYPES)})")
+        _positive(stage.depth, f"{where}.depth")
+        _positive(stage.width, f"{where}.width")
+        _positive(stage.expansion, f"{where}.expansion")
+        if stage.stride not in (1, 2):
+            raise ArchitectureError(f"{where}.stride", f"must be 1 or 2, got {stage.stride}")
+        if stage.block in ATTENTION_BLOCKS:
+            _positive(stage.head_size, f"{where}.head_size")
+            if stage.width % stage.head_size:
+                raise ArchitectureError(
+                    f"{where}.width",
+                    f"width {stage.width} is not divisible by head_size {stage.head_size}")
+        elif stage.pos_embed:
+            raise ArchitectureError(f"{where}.pos_embed", "only attention stages take a position embedding")
+    if arch.resolution % arch.total_stride:
+        raise ArchitectureError(
+            "resolution",
+            f"{arch.resolution} is not divisible by the total stride {arch.total_stride} "
+            f"(stem {stem.stride} x stages {[s.stride for s in arch.stages]})")
+    if arch.head == "token":
+        first = next((i for i, s in enumerate(arch.stages) if s.block == "A"), None)
+        if first is None:
+            raise ArchitectureError("head", "a 'token' head needs an 'A' stage for the class token to join")
+        for i in range(first, len(arch.stages)):
+            stage = arch.stages[i]
+            if stage.block != "A" or stage.stride != 1:
+                raise ArchitectureError(
+                    f"stages[{i}]",
+                    "after the class token joins, stages must be 'A' with stride 1")
+
+
+def _positive(value: int, field: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ArchitectureError(field, f"must be a positive integer, got {value!r}")
