@@ -1,0 +1,83 @@
+"""Named architectures from the papers, as a table of configs (timm style), at any input size.
+
+`get_preset("coatnet-0")` is CoAtNet-0 at 224x224 for 1000 classes; pass `resolution`,
+`num_classes`, `in_channels` for another input or task. A resolution the total stride cannot
+divide raises ArchitectureError (field `resolution`).
+"""
+
+from __future__ import annotations
+
+from search_spaces.architecture import Architecture, Stage, Stem
+
+# CoAtNet (Table 3): stem width, blocks per stage, channels per stage; kernel 3, head size 32,
+# expansion 4, SE 0.25. Layout C-C-T-T.
+_COATNET: dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]] = {
+    "coatnet-0": (64, (2, 3, 5, 2), (96, 192, 384, 768)),
+    "coatnet-1": (64, (2, 6, 14, 2), (96, 192, 384, 768)),
+    "coatnet-2": (128, (2, 6, 14, 2), (128, 256, 512, 1024)),
+    "coatnet-3": (192, (2, 6, 14, 2), (192, 384, 768, 1536)),
+    "coatnet-4": (192, (2, 12, 28, 2), (192, 384, 768, 1536)),
+}
+
+# The layout study (CoAtNet section 2.2) at CoAtNet-0's size: CoAtNet-0's stem, widths and S1, S2,
+# S4 depths; only S3's depth moves so every variant lands within 3% of CoAtNet-0's parameters
+# (C-C-T-T *is* CoAtNet-0). MBConv blocks are cheaper than T blocks at the same width (about 1.5M
+# vs 1.8M at 384, 5.9M vs 7.1M at 768), so the convolution-heavy layouts get a deeper S3.
+_LAYOUT_STUDY: dict[str, tuple[str, tuple[int, ...]]] = {
+    "C-C-C-C": ("CCCC", (2, 3, 8, 2)),
+    "C-C-C-T": ("CCCT", (2, 3, 6, 2)),
+    "C-C-T-T": ("CCTT", (2, 3, 5, 2)),
+    "C-T-T-T": ("CTTT", (2, 3, 5, 2)),
+}
+_STUDY_STEM, _STUDY_WIDTHS = 64, (96, 192, 384, 768)
+
+# ViT_REL: a 16x16 patch stem and L relative-attention T blocks at one width, stride 1.
+# 13 blocks of width 384 (12 heads of 32) match CoAtNet-0's parameter count.
+_VIT_REL = {"ViT_REL": (13, 384)}
+
+# DeiT: 16x16 patches, 12 plain-attention blocks, head size 64, class token, position embedding.
+_DEIT = {"deit-ti": 192, "deit-s": 384, "deit-b": 768}
+
+# ConViT: DeiT's skeleton, the first 10 blocks GPSA, head size 48 (4 / 9 / 16 heads); the class
+# token joins at the 2 plain blocks; position embedding on the patches (the G stage).
+_CONVIT = {"convit-ti": 4, "convit-s": 9, "convit-b": 16}
+
+PRESET_NAMES: tuple[str, ...] = (*_COATNET, *_LAYOUT_STUDY, *_VIT_REL, *_DEIT, *_CONVIT)
+
+
+def get_preset(name: str, resolution: int = 224, num_classes: int = 1000,
+               in_channels: int = 3) -> Architecture:
+    """The named architecture for the given input size and class count."""
+    io = dict(resolution=resolution, num_classes=num_classes, in_channels=in_channels)
+    if name in _COATNET:
+        stem, depths, widths = _COATNET[name]
+        return _hybrid("CCTT", stem, depths, widths, **io)
+    if name in _LAYOUT_STUDY:
+        layout, depths = _LAYOUT_STUDY[name]
+        return _hybrid(layout, _STUDY_STEM, depths, _STUDY_WIDTHS, **io)
+    if name in _VIT_REL:
+        depth, width = _VIT_REL[name]
+        return Architecture(stem=Stem("patch", width, 16),
+                            stages=(Stage("T", depth, width, stride=1, head_size=32),), **io)
+    if name in _DEIT:
+        width = _DEIT[name]
+        return Architecture(
+            stem=Stem("patch", width, 16),
+            stages=(Stage("A", 12, width, stride=1, head_size=64, pos_embed=True),),
+            head="token", **io)
+    if name in _CONVIT:
+        width = 48 * _CONVIT[name]
+        return Architecture(
+            stem=Stem("patch", width, 16),
+            stages=(Stage("G", 10, width, stride=1, head_size=48, pos_embed=True),
+                    Stage("A", 2, width, stride=1, head_size=48)),
+            head="token", **io)
+    raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESET_NAMES)})")
+
+
+def _hybrid(layout: str, stem: int, depths: tuple[int, ...], widths: tuple[int, ...],
+            **io: int) -> Architecture:
+    """A CoAtNet-style network: conv stem (stride 2), then S1..S4 with stride 2 each."""
+    stages = tuple(Stage(block, depth, width, stride=2, head_size=32, expansion=4)
+                   for block, depth, width in zip(layout, depths, widths))
+    return Architecture(stem=Stem("conv", stem), stages=stages, **io)
