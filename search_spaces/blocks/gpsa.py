@@ -65,7 +65,7 @@ class GatedPositionalAttention(nn.Module):
         return torch.sigmoid(self.gating)
 
     def positional_attention(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
-        r = relative_positions(int(grid[0]), int(grid[1])).to(device)  # (N, N, 3)
+        r = relative_positions(int(grid[0]), int(grid[1])).to(device, self.pos_proj.weight.dtype)  # (N, N, 3)
         return self.pos_proj(r).permute(2, 0, 1).softmax(dim=-1)  # (h, N, N)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -1,0 +1,116 @@
+"""Trainer throughput against a bare PyTorch loop on the same model, data and batches.
+
+Both train the same architecture (same init) on digits in memory with AdamW, batches of the same
+size. The machine is shared and noisy, so they run interleaved in short chunks of a few steps, in
+a shuffled order each round, and the medians of the chunk times are compared. Both use the
+channels_last layout (a plain NCHW bare loop is timed too, to show what that layout buys). The trainer's
+per-epoch evaluation (an eval-mode pass over the training and validation sets) is measurement, not
+training, and is timed separately.
+
+    python benchmarks/bench_trainer.py [--rounds 40] [--chunk 4] [--resolution 16] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from evaluators.data import load_data
+from evaluators.trainer import TrainConfig, Trainer, channels_last
+from search_spaces.architecture import Architecture, Stage, Stem
+from search_spaces.model import build_model
+
+
+def bench_arch(resolution: int) -> Architecture:
+    widths = (24, 32, 64, 96)
+    return Architecture(Stem("conv", 16),
+                        tuple(Stage("C", 1, w, stride=1 if i == 0 else 2) for i, w in enumerate(widths)),
+                        resolution=resolution, in_channels=1, num_classes=10)
+
+
+class BareLoop:
+    """The plainest loop that trains the same thing: shuffle, slice, forward, backward, step
+    (in `memory_format`, channels_last like the trainer unless asked otherwise)."""
+
+    def __init__(self, arch: Architecture, train_x: torch.Tensor, train_y: torch.Tensor,
+                 batch_size: int, lr: float, memory_format=torch.channels_last):
+        torch.manual_seed(0)
+        self.memory_format = memory_format
+        train_x = channels_last(train_x) if memory_format == torch.channels_last else train_x
+        self.model = build_model(arch).train().to(memory_format=memory_format)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.05)
+        self.x, self.y, self.batch_size = train_x, train_y, batch_size
+        self.generator = torch.Generator().manual_seed(0)
+        self.order, self.cursor = torch.empty(0, dtype=torch.long), 0
+
+    def train_steps(self, steps: int) -> float:
+        started = time.perf_counter()
+        for _ in range(steps):
+            if self.cursor + self.batch_size > len(self.order):
+                self.order = torch.randperm(len(self.y), generator=self.generator)
+                self.cursor = 0
+            idx = self.order[self.cursor:self.cursor + self.batch_size]
+            self.cursor += self.batch_size
+            x = self.x[idx]
+            x = channels_last(x) if self.memory_format == torch.channels_last else x
+            loss = F.cross_entropy(self.model(x), self.y[idx])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--chunk", type=int, default=4, help="steps per timed chunk")
+    parser.add_argument("--resolution", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = load_data("digits", args.resolution)
+    arch = bench_arch(args.resolution)
+    config = TrainConfig(epochs=100, batch_size=args.batch_size, threads=args.threads,
+                         device="cpu", augment=False)
+    trainer = Trainer(arch, data, config)
+    augmenting = Trainer(arch, data, config.replace(augment=True))
+    bare = BareLoop(arch, data.train_x, data.train_y, trainer.batch_size, config.lr)
+    bare_nchw = BareLoop(arch, data.train_x, data.train_y, trainer.batch_size, config.lr,
+                         memory_format=torch.contiguous_format)
+    runners = {"bare loop": lambda: bare.train_steps(args.chunk),
+               "bare loop, NCHW layout": lambda: bare_nchw.train_steps(args.chunk),
+               "trainer": lambda: trainer.train_steps(args.chunk)[1],
+               "trainer + augmentation": lambda: augmenting.train_steps(args.chunk)[1]}
+    for run in runners.values():
+        run()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    order = random.Random(0)
+    for _ in range(args.rounds):
+        names = list(runners)
+        order.shuffle(names)
+        for name in names:
+            times[name].append(runners[name]())
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    images = args.chunk * trainer.batch_size
+    print(f"arch {arch.layout} at {args.resolution}px, batch {trainer.batch_size}, {args.threads} "
+          f"thread(s), {args.rounds} shuffled rounds of {args.chunk} steps each")
+    for name, median in medians.items():
+        overhead = 100 * (median / medians["bare loop"] - 1)
+        print(f"{name:26} {images / median:8.0f} images/s  ({overhead:+5.1f} % time vs bare loop)")
+    evaluation = [time.perf_counter()]
+    trainer.evaluate(trainer.train_x, trainer.train_y)
+    trainer.evaluate(trainer.val_x, trainer.val_y)
+    evaluation.append(time.perf_counter())
+    epoch = trainer.steps_per_epoch * medians["trainer"] / args.chunk
+    print(f"per-epoch evaluation (train + val sets, eval mode): {evaluation[1] - evaluation[0]:.2f} s "
+          f"next to {epoch:.2f} s of training ({trainer.steps_per_epoch} steps)")
+
+
+if __name__ == "__main__":
+    main()

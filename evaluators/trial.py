@@ -1,0 +1,145 @@
+"""One trial of the layout study: train an architecture in the small-data regime and in the full
+regime side by side, and report both readings of the CoAtNet paper after every epoch.
+
+- Small-data regime ("generalization"): `small_per_class` training images per class (or a
+  `small_fraction` of each class). It reports `gap` = val_loss - train_loss (minimise),
+  `gap_acc` = train_acc - val_acc, and `val_acc_at_matched_loss`: validation accuracy at the first
+  epoch whose training loss is at most `train.matched_loss` (NaN until then). A gap alone rewards
+  networks that never fit; accuracy at matched training loss is the paper's comparison.
+- Full regime ("capacity"): every training image. It reports `capacity` = exp(-train_loss), the
+  geometric-mean probability given to the true training label (maximise), and `val_loss`/`val_acc`.
+
+Both regimes start from the same initial weights (same seed) and get the same budget: the same
+number of epochs of the same number of optimiser steps (a small-data epoch cycles its few images
+until it has taken as many steps as a full epoch). Losses are measured in eval mode without
+augmentation over the whole training set and the shared validation set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from evaluators.config_dict import ConfigError, config_from_dict
+from evaluators.data import ImageData, load_data, small_data
+from evaluators.trainer import Metrics, TrainConfig, Trainer
+from search_spaces.architecture import Architecture
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Data (`data` name, `data_path` for local data sets, `resolution` None = the
+    architecture's), the small-data regime size, and how to train (`train`)."""
+
+    data: str = "digits"
+    data_path: str | None = None
+    resolution: int | None = None
+    val_fraction: float = 0.2
+    data_seed: int = 0
+    small_per_class: int | None = 20
+    small_fraction: float | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if (self.small_per_class is None) == (self.small_fraction is None):
+            raise ConfigError("trial.small_per_class",
+                              "give exactly one of small_per_class and small_fraction")
+        if self.small_per_class is not None and self.small_per_class < 1:
+            raise ConfigError("trial.small_per_class", f"must be >= 1, got {self.small_per_class}")
+        if self.small_fraction is not None and not 0 < self.small_fraction <= 1:
+            raise ConfigError("trial.small_fraction", f"must be in (0, 1], got {self.small_fraction}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError("trial.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrialConfig":
+        """Parse e.g. `{data: digits, small_per_class: 20, train: {epochs: 8, lr: 0.002}}`; a
+        given `small_fraction` replaces the default `small_per_class`."""
+        data = dict(data)
+        if "small_fraction" in data and "small_per_class" not in data:
+            data["small_per_class"] = None
+        return config_from_dict(cls, data, "trial", nested={"train": TrainConfig})
+
+    def replace(self, **changes: Any) -> "TrialConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class TrialOutcome:
+    """status "completed" or "diverged"; history: one flat metrics dict per good epoch;
+    gate_values: mean sigmoid(lambda) per G block of the full-regime model at the end;
+    model_state: the full-regime model's state_dict on CPU (None after a divergence)."""
+
+    status: str
+    history: list[Metrics]
+    error: str | None = None
+    gate_values: list[float] = field(default_factory=list)
+    model_state: dict[str, torch.Tensor] | None = None
+
+    @property
+    def final(self) -> Metrics:
+        """The last epoch's metrics ({} if none)."""
+        return self.history[-1] if self.history else {}
+
+
+def run_trial(arch: Architecture, config: TrialConfig,
+              report: Callable[[Metrics], None] | None = None) -> TrialOutcome:
+    """Train `arch` in both regimes, one epoch of each per step, calling `report(metrics)` with one
+    flat dict of floats after every epoch. A diverging run ends "diverged"; it does not raise."""
+    data = _load(config.data, config.data_path, config.resolution or arch.resolution,
+                 config.val_fraction, config.data_seed, arch.in_channels)
+    small = small_data(data, per_class=config.small_per_class, fraction=config.small_fraction,
+                       seed=config.data_seed)
+    started = time.perf_counter()
+    full_run = Trainer(arch, data, config.train)
+    small_train = config.train
+    if small_train.steps_per_epoch is None:
+        small_train = small_train.replace(steps_per_epoch=full_run.steps_per_epoch)
+    small_run = Trainer(arch, small, small_train)
+    history: list[Metrics] = []
+    for _ in range(config.train.epochs):
+        s = small_run.run_epoch()
+        f = full_run.run_epoch() if s is not None else None
+        if s is None or f is None:
+            regime = "small-data" if s is None else "full"
+            error = f"{regime} regime: {(small_run if s is None else full_run).error}"
+            return TrialOutcome("diverged", history, error)
+        metrics = {
+            "epoch": f["epoch"],
+            "gap": s["gap"], "gap_acc": s["gap_acc"], "capacity": f["capacity"],
+            "train_loss_small": s["train_loss"], "train_acc_small": s["train_acc"],
+            "val_loss_small": s["val_loss"], "val_acc_small": s["val_acc"],
+            "val_acc_at_matched_loss": s["val_acc_at_matched_loss"],
+            "train_loss_full": f["train_loss"], "train_acc_full": f["train_acc"],
+            "val_loss": f["val_loss"], "val_acc": f["val_acc"],
+            "lr": f["lr"],
+            "images_per_s": _combined_throughput(s, f),
+            "wall_time_s": time.perf_counter() - started,
+            "train_images_small": float(len(small.train_y)),
+            "train_images_full": float(len(data.train_y)),
+        }
+        gates = full_run.gate_values()
+        metrics.update({f"gate_{i}": g for i, g in enumerate(gates)})
+        history.append(metrics)
+        if report is not None:
+            report(metrics)
+    return TrialOutcome("completed", history, None, full_run.gate_values(), full_run.state_dict_cpu())
+
+
+def _combined_throughput(small: Metrics, full: Metrics) -> float:
+    images = small["images_per_s"] * small["train_time_s"] + full["images_per_s"] * full["train_time_s"]
+    return images / (small["train_time_s"] + full["train_time_s"])
+
+
+@functools.lru_cache(maxsize=4)
+def _load(name: str, path: str | None, resolution: int, val_fraction: float, seed: int,
+          in_channels: int) -> ImageData:
+    """Data sets are read once per process (a Ray worker runs many trials on the same data)."""
+    return load_data(name, resolution, path=None if path is None else Path(path),
+                     val_fraction=val_fraction, seed=seed, in_channels=in_channels)

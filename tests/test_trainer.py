@@ -1,0 +1,160 @@
+"""Trainer and trial on the real digits data: accuracy, the two regimes, seeding, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from evaluators.config_dict import ConfigError
+from evaluators.data import load_data, small_data
+from evaluators.trainer import TrainConfig, Trainer, train
+from evaluators.trial import TrialConfig, run_trial
+from search_spaces.architecture import Architecture, Stage, Stem
+from search_spaces.model import build_model
+
+CONTRACT_KEYS = {"epoch", "gap", "gap_acc", "capacity", "train_loss_small", "val_loss_small",
+                 "train_loss_full", "train_acc_full", "val_loss", "val_acc", "val_acc_at_matched_loss",
+                 "images_per_s", "wall_time_s", "val_acc_small", "train_acc_small"}
+TIMING_KEYS = {"images_per_s", "wall_time_s"}
+
+
+def arch_of(layout: str, widths=(16, 32, 64, 64), stem: int = 16, resolution: int = 16,
+            num_classes: int = 10) -> Architecture:
+    """A small network for 16x16 digits; S1 keeps the stem's 8x8 map."""
+    stages = tuple(Stage(block, 1, width, stride=1 if i == 0 else 2, head_size=16)
+                   for i, (block, width) in enumerate(zip(layout.split("-"), widths)))
+    return Architecture(Stem("conv", stem), stages, resolution=resolution, in_channels=1,
+                        num_classes=num_classes)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits", 16)
+
+
+@pytest.fixture(scope="module")
+def cccc_trial():
+    """C-C-C-C on real digits, 3 epochs, both regimes; the reports it sent."""
+    reports = []
+    config = TrialConfig(small_per_class=20, train=TrainConfig(epochs=3, lr=3e-3, matched_loss=0.5))
+    outcome = run_trial(arch_of("C-C-C-C"), config, report=reports.append)
+    return outcome, reports
+
+
+def without_timing(history):
+    return [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in history]
+
+
+def test_cccc_reaches_90_percent_on_digits(cccc_trial):
+    outcome, reports = cccc_trial
+    assert outcome.status == "completed" and outcome.error is None
+    assert outcome.final["val_acc"] >= 0.90
+    assert reports == outcome.history and len(reports) == 3
+    for epoch, metrics in enumerate(reports, start=1):
+        assert CONTRACT_KEYS <= set(metrics) and metrics["epoch"] == epoch
+        assert all(isinstance(v, float) for v in metrics.values())
+        assert math.isclose(metrics["capacity"], math.exp(-metrics["train_loss_full"]))
+        assert math.isclose(metrics["gap"], metrics["val_loss_small"] - metrics["train_loss_small"])
+
+
+def test_small_data_regime_has_the_larger_gap(cccc_trial):
+    final = cccc_trial[0].final
+    gap_full = final["val_loss"] - final["train_loss_full"]
+    assert final["gap"] > gap_full + 0.02
+    assert final["train_images_small"] == 200 and final["train_images_full"] > 1400
+
+
+def test_matched_loss_accuracy_is_read_at_the_first_epoch_below_the_level(cccc_trial):
+    history = cccc_trial[0].history
+    first = next(m for m in history if m["train_loss_small"] <= 0.5)  # reached in the budget
+    for m in history:
+        if m["epoch"] < first["epoch"]:
+            assert math.isnan(m["val_acc_at_matched_loss"])
+        else:
+            assert m["val_acc_at_matched_loss"] == first["val_acc_small"]
+
+
+def test_model_state_is_the_full_regime_model(cccc_trial, digits):
+    outcome = cccc_trial[0]
+    model = build_model(arch_of("C-C-C-C"))
+    model.load_state_dict(outcome.model_state)
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(digits.val_x).argmax(1) == digits.val_y).float().mean())
+    assert abs(accuracy - outcome.final["val_acc"]) < 1e-6
+
+
+def test_same_seed_repeats_metrics_exactly():
+    def run(seed: int):
+        config = TrialConfig(small_per_class=5, train=TrainConfig(
+            epochs=2, steps_per_epoch=4, batch_size=32, seed=seed, lr=3e-3))
+        return run_trial(arch_of("C-C-T", widths=(8, 16, 32), stem=8), config).history
+
+    first, again, other = run(0), run(0), run(1)
+    assert without_timing(first) == without_timing(again)
+    assert without_timing(first) != without_timing(other)
+
+
+def test_diverging_learning_rate_ends_diverged_without_raising(digits):
+    tiny = small_data(digits, per_class=5)
+    seen = []
+    result = train(arch_of("C-C", widths=(8, 16), stem=8), tiny,
+                   TrainConfig(epochs=3, lr=1e4, warmup_epochs=0), on_epoch=seen.append)
+    assert result.status == "diverged" and "non-finite" in result.error
+    assert result.history == seen and all(math.isfinite(m["train_loss"]) for m in seen)
+    outcome = run_trial(arch_of("C-C", widths=(8, 16), stem=8), TrialConfig(
+        small_per_class=5, train=TrainConfig(epochs=3, lr=1e4, steps_per_epoch=3)))
+    assert outcome.status == "diverged" and outcome.model_state is None
+    assert "regime" in outcome.error and len(outcome.history) < 3
+
+
+def test_gate_values_are_reported_for_g_blocks():
+    arch = Architecture(Stem("conv", 8), (Stage("C", 1, 16, stride=1), Stage("G", 2, 32, head_size=16)),
+                        resolution=16, in_channels=1, num_classes=10)
+    outcome = run_trial(arch, TrialConfig(small_per_class=3, train=TrainConfig(
+        epochs=1, steps_per_epoch=2, batch_size=16)))
+    gates = outcome.gate_values
+    assert len(gates) == 2 and all(0 < g < 1 for g in gates)
+    assert [outcome.final["gate_0"], outcome.final["gate_1"]] == gates
+    assert "gate_0" not in run_trial(arch_of("C-T", widths=(8, 16), stem=8), TrialConfig(
+        small_per_class=3, train=TrainConfig(epochs=1, steps_per_epoch=1))).final
+
+
+def test_schedule_warms_up_then_decays_to_zero(digits):
+    trainer = Trainer(arch_of("C-C", widths=(8, 16), stem=8), small_data(digits, per_class=10),
+                      TrainConfig(epochs=4, batch_size=20, lr=1e-3, warmup_epochs=1))
+    assert trainer.steps_per_epoch == 5 and trainer.warmup_steps == 5
+    lrs = [trainer.lr_at(step) for step in range(trainer.total_steps)]
+    assert lrs[:5] == sorted(lrs[:5]) and math.isclose(lrs[4], 1e-3)
+    assert lrs[5:] == sorted(lrs[5:], reverse=True) and lrs[-1] < 0.02 * lrs[5]
+
+
+def test_training_metrics_on_a_subset_when_asked(digits):
+    tiny = small_data(digits, per_class=10)
+    trainer = Trainer(arch_of("C-C", widths=(8, 16), stem=8), tiny,
+                      TrainConfig(epochs=1, steps_per_epoch=1, train_eval_images=30))
+    assert len(trainer.measured_y) == 30
+    assert set(trainer.measured_y.tolist()) <= set(tiny.train_y.tolist())
+    assert trainer.run_epoch()["train_loss"] != trainer.evaluate(trainer.train_x, trainer.train_y)[0]
+
+
+def test_architecture_must_fit_the_data(digits):
+    with pytest.raises(ConfigError, match="architecture.num_classes: is 7"):
+        Trainer(arch_of("C-C", num_classes=7), digits, TrainConfig())
+
+
+def test_configs_from_dicts_name_bad_fields():
+    config = TrialConfig.from_dict({"data": "digits", "small_fraction": 0.1,
+                                    "train": {"epochs": 4, "lr": 1, "augment": False}})
+    assert config.small_per_class is None and config.small_fraction == 0.1
+    assert config.train == TrainConfig(epochs=4, lr=1.0, augment=False)
+    with pytest.raises(ConfigError, match=r"train\.epochz: unknown field"):
+        TrialConfig.from_dict({"train": {"epochz": 3}})
+    with pytest.raises(ConfigError, match=r"train\.lr: expected float"):
+        TrainConfig.from_dict({"lr": "fast"})
+    with pytest.raises(ConfigError, match=r"train\.batch_size: must be >= 1"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="exactly one"):
+        TrialConfig(small_per_class=5, small_fraction=0.5)
