@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `hybrid-nas show RUN | head`
+        sys.stderr.close()
+        return 0
     except (ValueError, FileNotFoundError) as exc:  # our errors say what and where
         print(f"hybrid-nas {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -15,8 +15,6 @@ import numpy as np
 import pandas as pd
 
 DIRECTIONS = ("min", "max")
-# Rows per block when building the dominance matrix (k >= 3): bounds the temporary (block, n, k).
-_BLOCK_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ def pareto_ranks(values: np.ndarray | Sequence[Sequence[float]], directions: Seq
     elif k == 2:
         ranks = _ranks_2d(unique)
     else:
-        ranks = _ranks_dominance(unique)
+        ranks = _ranks_sorted(unique)
     return ranks[inverse].astype(int)
 
 
@@ -106,25 +104,19 @@ def _ranks_2d(points: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _ranks_dominance(points: np.ndarray) -> np.ndarray:
-    """Deb's fast non-dominated sort with a boolean dominance matrix built block by block."""
-    n = len(points)
-    dominates = np.zeros((n, n), dtype=bool)  # dominates[i, j]: i dominates j
-    for start in range(0, n, _BLOCK_ROWS):
-        block = points[start:start + _BLOCK_ROWS, None, :]  # (b, 1, k) against (1, n, k)
-        no_worse = (block <= points[None, :, :]).all(axis=2)
-        better = (block < points[None, :, :]).any(axis=2)
-        dominates[start:start + _BLOCK_ROWS] = no_worse & better
-    dominated_by = dominates.sum(axis=0)
-    ranks = np.full(n, -1, dtype=int)
-    front = np.flatnonzero(dominated_by == 0)
-    rank = 0
-    while front.size:
-        ranks[front] = rank
-        dominated_by -= dominates[front].sum(axis=0)
-        dominated_by[front] = -1  # already ranked
-        front = np.flatnonzero(dominated_by == 0)
-        rank += 1
+def _ranks_sorted(points: np.ndarray) -> np.ndarray:
+    """Any k, over unique points: in lexicographic order every dominator of p comes before p, and
+    every earlier point that is <= p everywhere dominates it, so rank(p) = 1 + the largest rank of
+    those (the longest dominance chain ending at p). O(n^2 k) time, O(n k) memory."""
+    order = np.lexsort(points.T[::-1])
+    ordered = points[order]
+    ranks_ordered = np.zeros(len(points), dtype=int)
+    for i in range(1, len(ordered)):
+        dominators = (ordered[:i] <= ordered[i]).all(axis=1)
+        if dominators.any():
+            ranks_ordered[i] = ranks_ordered[:i][dominators].max() + 1
+    ranks = np.empty(len(points), dtype=int)
+    ranks[order] = ranks_ordered
     return ranks
 
 

@@ -1,5 +1,61 @@
-"""`hybrid-nas search` (placeholder until its owner lands it)."""
+"""`hybrid-nas search [CONFIG]`: run a layout search (the built-in default without CONFIG), or
+continue an interrupted one with `--resume RUN_DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
 
 
 def register(subparsers) -> None:
-    subparsers.add_parser("search", help="not yet available")
+    parser = subparsers.add_parser(
+        "search", help="run a layout search (Optuna sampling, Ray Tune trials)",
+        description="Sample architectures from a search space with Optuna, price them against "
+                    "the FLOP/param budget, train the ones that fit as Ray Tune trials (ASHA stops "
+                    "weak ones early) and write every trial to a run directory. Without CONFIG "
+                    "the built-in default runs (CoAtNet-style layouts on digits).")
+    parser.add_argument("config", nargs="?", type=Path, metavar="CONFIG",
+                        help="search config YAML (default: the built-in nas/default_search.yaml)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue the interrupted search in RUN_DIR (its stored config is used)")
+    parser.add_argument("--address", metavar="ADDR",
+                        help="join this Ray cluster (e.g. auto or HOST:6379; RUN_DIR must be on "
+                             "storage every node sees); default: start a local Ray")
+    parser.add_argument("--gpus-per-trial", type=float, metavar="F",
+                        help="GPUs per trial; fractions share a GPU (default: from the config)")
+    parser.add_argument("--cpus-per-trial", type=float, metavar="N",
+                        help="CPUs (= torch threads) per trial (default: from the config)")
+    parser.add_argument("--concurrent", type=int, metavar="N",
+                        help="trials running at once (default: from the config)")
+    parser.add_argument("--trials", type=int, metavar="N", help="number of trained trials")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="the run directory to create (default: <out_dir>/<timestamp>-<name>)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nas.config import SearchConfig, load_config
+    from nas.records import read_run
+    from nas.search import search
+
+    if args.resume is not None:
+        if args.config is not None or args.trials is not None or args.out is not None:
+            raise ValueError("--resume continues a run with its stored config: "
+                             "CONFIG, --trials and --out cannot be combined with it")
+        config = SearchConfig.from_dict(read_run(args.resume).config)
+    else:
+        config = load_config(args.config)
+    resources = config.resources
+    for flag, name in (("gpus_per_trial", "gpus_per_trial"), ("cpus_per_trial", "cpus_per_trial"),
+                       ("concurrent", "max_concurrent_trials")):
+        value = getattr(args, flag)
+        if value is not None:
+            resources = dataclasses.replace(resources, **{name: value})
+    changes = {"resources": resources}
+    if args.trials is not None:
+        changes["num_trials"] = args.trials
+    config = config.replace(**changes)  # validated again: a bad flag value names its field
+    summary = search(config, run_dir=args.resume if args.resume is not None else args.out,
+                     resume=args.resume is not None, address=args.address)
+    return 130 if summary.interrupted else 0

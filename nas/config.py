@@ -1,0 +1,343 @@
+"""What one search runs: the search space, the trial (data, regimes, epochs), the FLOP/param
+budget, the objectives, the sampler, the early-stopping scheduler, the resources per trial and
+where the run directory goes. Loaded from YAML (`load_config`), validated on load; every error
+names the field (`search.<field>: ...`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from evaluators.config_dict import ConfigError as _EvaluatorConfigError
+from evaluators.trial import TrialConfig
+from search_spaces.space import SearchSpace
+
+DEFAULT_CONFIG = "default_search.yaml"
+
+# Metrics a trial reports (evaluators.trial) plus the cheap ones the search adds, each with the
+# direction that is better. Objectives and the scheduler metric must come from this table.
+METRIC_DIRECTIONS = {
+    "gap": "min", "gap_acc": "min", "capacity": "max", "val_acc": "max", "val_loss": "min",
+    "val_acc_at_matched_loss": "max", "train_loss_full": "min", "train_acc_full": "max",
+    "train_loss_small": "min", "val_acc_small": "max", "images_per_s": "max",
+    "flops": "min", "params": "min",
+}
+SAMPLERS = ("tpe", "nsga2", "random")
+SCHEDULERS = ("asha", "none")
+
+
+class SearchConfigError(ValueError):
+    """A malformed search config; `field` is the dotted path of the offending field."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"search.{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    direction: str  # "min" | "max"
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Optuna sampler: `tpe` (multi-objective TPE), `nsga2` or `random`; seeded.
+    startup_trials: random trials before TPE models the space (NSGA-II: population size)."""
+
+    name: str = "tpe"
+    seed: int = 0
+    startup_trials: int = 4
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Upper limits priced before training (fvcore multiply-adds, parameters) at the trial's
+    resolution; null = no limit. `max_attempts`: candidates priced per suggestion before the
+    searcher gives up on the space."""
+
+    max_flops: int | None = None
+    max_params: int | None = None
+    max_attempts: int = 50
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_flops is not None or self.max_params is not None
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Early stopping: `asha` on `metric` (epochs as time), or `none` (every trial trains its
+    full budget). `mode` defaults to the metric's natural direction."""
+
+    name: str = "asha"
+    metric: str = "val_acc"
+    mode: str | None = None
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """Per trial: CPUs (= torch threads) and GPUs (fractions share one GPU). `num_cpus`: CPUs of
+    the local Ray started when no cluster address is given (null: all of this machine's)."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent_trials: int = 2
+    num_cpus: int | None = None
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus_per_trial))
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One search. `space`: a built-in space name, a YAML path, or an inline mapping; it is made
+    to match the data set (classes, channels) and the trial's resolution."""
+
+    name: str = "search"
+    space: str | Mapping[str, Any] = "digits"
+    trial: TrialConfig = field(default_factory=TrialConfig)
+    num_trials: int = 8
+    objectives: tuple[Objective, ...] = (Objective("gap", "min"), Objective("capacity", "max"))
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    out_dir: str = "runs"
+    keep_weights: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objectives", tuple(self.objectives))
+        _validate(self)
+
+    @property
+    def epochs(self) -> int:
+        return self.trial.train.epochs
+
+    def replace(self, **changes: Any) -> "SearchConfig":
+        return dataclasses.replace(self, **changes)
+
+    def load_space(self) -> SearchSpace:
+        if isinstance(self.space, Mapping):
+            return SearchSpace.from_dict(self.space)
+        return SearchSpace.load(self.space)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical form (what `from_dict` reads back, and what search.yaml holds)."""
+        return {
+            "name": self.name,
+            "space": dict(self.space) if isinstance(self.space, Mapping) else self.space,
+            "trial": _plain(dataclasses.asdict(self.trial)),
+            "num_trials": self.num_trials,
+            "objectives": [dataclasses.asdict(o) for o in self.objectives],
+            "sampler": dataclasses.asdict(self.sampler),
+            "budget": dataclasses.asdict(self.budget),
+            "scheduler": dataclasses.asdict(self.scheduler),
+            "resources": dataclasses.asdict(self.resources),
+            "out_dir": self.out_dir,
+            "keep_weights": self.keep_weights,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SearchConfig":
+        if not isinstance(data, Mapping):
+            raise SearchConfigError("config", f"expected a mapping, got {type(data).__name__}")
+        values = _known(data, "", {f.name for f in dataclasses.fields(cls)})
+        if "trial" in values:
+            if not isinstance(values["trial"], Mapping):
+                raise SearchConfigError("trial", "expected a mapping")
+            try:
+                values["trial"] = TrialConfig.from_dict(values["trial"])
+            except _EvaluatorConfigError as exc:
+                raise SearchConfigError(exc.field if exc.field.startswith("trial")
+                                        else f"trial.{exc.field}", str(exc).split(": ", 1)[-1]) from None
+        if "objectives" in values:
+            values["objectives"] = _objectives(values["objectives"])
+        for name, kind in (("sampler", SamplerConfig), ("budget", BudgetConfig),
+                           ("scheduler", SchedulerConfig), ("resources", ResourcesConfig)):
+            if name in values:
+                values[name] = _section(kind, values[name], name)
+        for name, want in (("name", str), ("num_trials", int), ("out_dir", str), ("keep_weights", bool)):
+            if name in values:
+                _check_type(values[name], want, name)
+        if "space" in values and not isinstance(values["space"], (str, Mapping)):
+            raise SearchConfigError("space", "expected a space name, a YAML path or a mapping")
+        return cls(**values)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def load_config(path: str | Path | None = None) -> SearchConfig:
+    """Read a search config from YAML; None = the built-in default. A relative `space:` path is
+    read relative to the config file."""
+    if path is None:
+        text = resources.files("nas").joinpath(DEFAULT_CONFIG).read_text()
+        where = Path(DEFAULT_CONFIG)
+    else:
+        where = Path(path)
+        if not where.is_file():
+            raise FileNotFoundError(f"search config {str(where)!r}: no such file")
+        text = where.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SearchConfigError("config", f"{where} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise SearchConfigError("config", f"{where}: expected a mapping at the top level")
+    config = SearchConfig.from_dict(data)
+    if path is not None and isinstance(config.space, str):
+        local = where.parent / config.space
+        if local.suffix in (".yaml", ".yml") and local.is_file():
+            config = config.replace(space=str(local.resolve()))
+    return config
+
+
+def default_config() -> SearchConfig:
+    return load_config(None)
+
+
+# ---- parsing and validation ---------------------------------------------------------------------
+
+def _known(data: Mapping[str, Any], where: str, allowed: set[str]) -> dict[str, Any]:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise SearchConfigError(f"{where}{unknown[0]}", f"unknown field (allowed: {sorted(allowed)})")
+    return dict(data)
+
+
+def _section(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        return cls()
+    if not isinstance(data, Mapping):
+        raise SearchConfigError(where, f"expected a mapping, got {type(data).__name__}")
+    values = _known(data, f"{where}.", {f.name for f in dataclasses.fields(cls)})
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            values[f.name] = _coerce(values[f.name], str(f.type), f"{where}.{f.name}")
+    return cls(**values)
+
+
+def _coerce(value: Any, annotation: str, where: str) -> Any:
+    optional = "None" in annotation
+    if value is None:
+        if optional:
+            return None
+        raise SearchConfigError(where, "must not be null")
+    if annotation.startswith("int"):
+        # YAML reads 5e6 as a float: accept whole numbers.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        _check_type(value, int, where)
+    elif annotation.startswith("float"):
+        _check_type(value, float, where)
+        value = float(value)
+    elif annotation.startswith("str"):
+        _check_type(value, str, where)
+    elif annotation.startswith("bool"):
+        _check_type(value, bool, where)
+    return value
+
+
+def _check_type(value: Any, want: type, where: str) -> None:
+    if want is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif want is bool:
+        ok = isinstance(value, bool)
+    else:
+        ok = isinstance(value, want) and not isinstance(value, bool)
+    if not ok:
+        raise SearchConfigError(where, f"expected {want.__name__}, got {value!r}")
+
+
+def _objectives(data: Any) -> tuple[Objective, ...]:
+    if not isinstance(data, list) or not data:
+        raise SearchConfigError("objectives", "expected a non-empty list of objectives")
+    out = []
+    for i, item in enumerate(data):
+        where = f"objectives[{i}]"
+        if isinstance(item, str):  # shorthand: a metric name with its natural direction
+            item = {"name": item}
+        if not isinstance(item, Mapping):
+            raise SearchConfigError(where, "expected {name, direction} or a metric name")
+        item = _known(item, f"{where}.", {"name", "direction"})
+        if "name" not in item:
+            raise SearchConfigError(f"{where}.name", "missing required field")
+        name = item["name"]
+        if name not in METRIC_DIRECTIONS:
+            raise SearchConfigError(f"{where}.name",
+                                    f"unknown metric {name!r} (known: {sorted(METRIC_DIRECTIONS)})")
+        out.append(Objective(name, item.get("direction", METRIC_DIRECTIONS[name])))
+    return tuple(out)
+
+
+def _validate(config: SearchConfig) -> None:
+    if not config.name or "/" in config.name:
+        raise SearchConfigError("name", f"must be a non-empty name without '/', got {config.name!r}")
+    if config.num_trials < 1:
+        raise SearchConfigError("num_trials", f"must be >= 1, got {config.num_trials}")
+    names = [o.name for o in config.objectives]
+    for i, o in enumerate(config.objectives):
+        if o.direction not in ("min", "max"):
+            raise SearchConfigError(f"objectives[{i}].direction",
+                                    f"must be 'min' or 'max', got {o.direction!r}")
+        if names.count(o.name) > 1:
+            raise SearchConfigError(f"objectives[{i}].name", f"{o.name!r} is listed twice")
+    s = config.sampler
+    if s.name not in SAMPLERS:
+        raise SearchConfigError("sampler.name", f"unknown sampler {s.name!r} (known: {list(SAMPLERS)})")
+    if s.startup_trials < 1:
+        raise SearchConfigError("sampler.startup_trials", "must be >= 1")
+    b = config.budget
+    for name in ("max_flops", "max_params"):
+        value = getattr(b, name)
+        if value is not None and value <= 0:
+            raise SearchConfigError(f"budget.{name}", f"must be positive or null, got {value}")
+    if b.max_attempts < 1:
+        raise SearchConfigError("budget.max_attempts", "must be >= 1")
+    sch = config.scheduler
+    if sch.name not in SCHEDULERS:
+        raise SearchConfigError("scheduler.name",
+                                f"unknown scheduler {sch.name!r} (known: {list(SCHEDULERS)})")
+    if sch.metric not in METRIC_DIRECTIONS:
+        raise SearchConfigError("scheduler.metric",
+                                f"unknown metric {sch.metric!r} (known: {sorted(METRIC_DIRECTIONS)})")
+    if sch.mode not in (None, "min", "max"):
+        raise SearchConfigError("scheduler.mode", f"must be 'min', 'max' or null, got {sch.mode!r}")
+    if sch.grace_period < 1:
+        raise SearchConfigError("scheduler.grace_period", "must be >= 1")
+    if not sch.reduction_factor > 1:
+        raise SearchConfigError("scheduler.reduction_factor", "must be > 1")
+    r = config.resources
+    if not r.cpus_per_trial > 0:
+        raise SearchConfigError("resources.cpus_per_trial", f"must be > 0, got {r.cpus_per_trial}")
+    if r.gpus_per_trial < 0 or not math.isfinite(r.gpus_per_trial):
+        raise SearchConfigError("resources.gpus_per_trial", f"must be >= 0, got {r.gpus_per_trial}")
+    if r.gpus_per_trial > 1 and not float(r.gpus_per_trial).is_integer():
+        raise SearchConfigError("resources.gpus_per_trial",
+                                "fractions are for sharing one GPU: use a value <= 1 or a whole number")
+    if r.max_concurrent_trials < 1:
+        raise SearchConfigError("resources.max_concurrent_trials", "must be >= 1")
+    if r.num_cpus is not None and r.num_cpus < 1:
+        raise SearchConfigError("resources.num_cpus", "must be >= 1 or null")
+    if not isinstance(config.trial, TrialConfig):
+        raise SearchConfigError("trial", "expected a TrialConfig")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,164 @@
+"""Driver-side record keeping: a Ray Tune callback that writes each trial's record as it goes.
+
+A record is written when the trial starts, after every reported epoch, and when it ends; the end
+status comes from what Tune saw: `completed` (its final report arrived), `diverged`, `pruned`
+(stopped by the scheduler before its final report) or `failed` (raised; the error text is kept).
+The run directory is found from the trial's storage path (RUN_DIR/ray/<trial>), so a resumed run
+writes where it now lives.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from nas import records
+from nas.searcher import DIVERGED_KEY, FAILED_KEY, FINAL_KEY
+from nas.trainable import ERROR_KEY, WEIGHTS_FILE
+from search_spaces.architecture import Architecture
+
+# Keys Ray Tune adds to every result; they are not trial metrics.
+TUNE_KEYS = {
+    "done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s",
+    "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
+    "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint", "config",
+    "experiment_tag", "episodes_total", "timesteps_total", "timesteps_since_restore",
+    FINAL_KEY, DIVERGED_KEY, FAILED_KEY, ERROR_KEY,
+}
+
+
+LOST = ("lost: the driver stopped before Ray Tune saved this trial's state, so the resumed "
+        "search could not continue it")
+
+
+def run_dir_of(trial: Any) -> Path:
+    """RUN_DIR of a Tune trial: its storage path (the experiment lives in RUN_DIR/ray)."""
+    return Path(trial.storage.storage_fs_path)
+
+
+def metrics_of(result: dict[str, Any]) -> dict[str, float]:
+    """The trial's own numeric metrics from a Tune result."""
+    return {k: float(v) for k, v in result.items()
+            if k not in TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+class RecordsCallback(tune.Callback):
+    """Writes RUN_DIR/trials/<trial_id>.json for every trial Tune runs."""
+
+    def __init__(self, objectives: list[str], epochs: int):
+        self.objectives = list(objectives)
+        self.epochs = epochs
+        self._t0: dict[str, float] = {}
+        self._reconciled = False
+
+    def setup(self, **info: Any) -> None:
+        self._reconciled = False
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        """Once per session: a `running` record of a trial the (restored) Tune state does not
+        hold was started after Tune last saved its state and then lost with the driver."""
+        if self._reconciled or not trials:
+            return
+        self._reconciled = True
+        run_dir = run_dir_of(trials[0])
+        known = {t.trial_id for t in trials}
+        for record in records.read_records(run_dir):
+            if record["status"] == "running" and record["trial_id"] not in known:
+                record.update(status="failed", ended=records.now_iso(), error=LOST)
+                records.write_record(run_dir, record)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_dir = run_dir_of(trial)
+        prior = records.read_record(run_dir, trial.trial_id)
+        self._t0[trial.trial_id] = time.time()
+        if prior is not None and prior["status"] in ("completed", "diverged"):
+            return  # finished before an interruption; the trainable replays it
+        config = trial.config
+        arch = Architecture.from_dict(config["arch"])
+        records.write_record(run_dir, records.new_record(
+            trial_id=trial.trial_id, number=int(config["number"]), status="running",
+            architecture=arch.to_dict(), arch_id=arch.arch_id, layout=arch.layout,
+            cost=dict(config["cost"]), epochs_budget=self.epochs, started=records.now_iso()))
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        run_dir = run_dir_of(trial)
+        record = records.read_record(run_dir, trial.trial_id)
+        if record is None:
+            return
+        row = metrics_of(result)
+        epoch = row.get("epoch", 0.0)
+        history = [h for h in record["history"] if h.get("epoch") != epoch]
+        if epoch > 0:
+            history.append(row)
+            history.sort(key=lambda h: h.get("epoch", 0.0))
+        record.update(history=history, metrics=history[-1] if history else row,
+                      epochs_done=int(max((h.get("epoch", 0) for h in history), default=0)))
+        if result.get(ERROR_KEY):
+            record["error"] = str(result[ERROR_KEY])
+        records.write_record(run_dir, record)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any,
+                      **info: Any) -> None:
+        source = Path(checkpoint.path) / WEIGHTS_FILE
+        if not source.exists():
+            return
+        run_dir = run_dir_of(trial)
+        target = Path(run_dir) / records.WEIGHTS_DIR / f"{trial.trial_id}.pt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        records.update_record(run_dir, trial.trial_id,
+                              weights=str(target.relative_to(run_dir)))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        if not last.get(FINAL_KEY):
+            status = "pruned"
+        elif last.get(FAILED_KEY):
+            status = "failed"
+        elif last.get(DIVERGED_KEY):
+            status = "diverged"
+        else:
+            status = "completed"
+        self._finish(trial, status)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, "failed", error=_error_text(trial))
+
+    def _finish(self, trial: Any, status: str, error: str | None = None) -> None:
+        run_dir = run_dir_of(trial)
+        record = records.read_record(run_dir, trial.trial_id)
+        if record is None:
+            return
+        replayed = record["status"] == status and record["ended"] is not None
+        record["status"] = status
+        if error is not None:
+            record["error"] = error
+        if status == "completed" and record["metrics"]:
+            record["objectives"] = {name: record["metrics"].get(name, math.nan)
+                                    for name in self.objectives}
+        if not replayed:
+            record["ended"] = records.now_iso()
+            t0 = self._t0.pop(trial.trial_id, None)
+            record["wall_time_s"] = None if t0 is None else round(time.time() - t0, 3)
+        records.write_record(run_dir, record)
+
+
+def _error_text(trial: Any) -> str:
+    """The error of a failed trial: the last line of its traceback file, else Tune's summary."""
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text().strip() if path else ""
+    except OSError:
+        text = ""
+    if not text:
+        return "trial raised (no error text recorded by Ray Tune)"
+    lines = [line for line in text.splitlines() if line.strip()]
+    # Keep the exception line(s), not Ray's wrapping traceback.
+    tail = [line for line in lines if "Error" in line or "Exception" in line]
+    return (tail[-1] if tail else lines[-1]).strip()

@@ -1,0 +1,114 @@
+"""The Ray Tune function trainable: one trial = one architecture trained by `evaluators.run_trial`.
+
+Config keys (set by the searcher and `nas.search`): `arch` (canonical dict), `cost`
+({params, flops, resolution}), `number` (Optuna's), `trial` (evaluators.TrialConfig as a
+mapping), `threads` (= the trial's CPUs), `keep_weights`, `run_dir`, `inject_failure`.
+
+Every epoch goes to Tune with `tune.report` (plus the cheap `flops`/`params`), except the last:
+that one is sent after `run_trial` returns, marked `final` = 1 (and `diverged` = 1 when training
+diverged, `failed` = 1 with the error text when the trial raised: reported, not raised, so Ray
+keeps the reusable actor) and, when weights are kept, with a `tune.Checkpoint` holding the
+state_dict. A trial whose last report lacks `final` was stopped early by the scheduler. The records themselves are
+written on the driver (`nas.tracking`), so trials may run on any node of a cluster.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from evaluators.trial import TrialConfig, run_trial
+from nas import records
+from nas.config import METRIC_DIRECTIONS
+from nas.searcher import DIVERGED_KEY, FAILED_KEY, FINAL_KEY
+from search_spaces.architecture import Architecture
+
+WEIGHTS_FILE = "model.pt"
+ERROR_KEY = "error_text"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by a trial chosen by the test-only fault injection (HYBRID_NAS_TEST_FAIL_TRIALS)."""
+
+
+def train_architecture(config: dict[str, Any]) -> None:
+    """Train one sampled architecture and report each epoch to Ray Tune."""
+    arch = Architecture.from_dict(config["arch"])
+    threads = int(config.get("threads", 1))
+    torch.set_num_threads(threads)
+    trial_config = TrialConfig.from_dict(config["trial"])
+    trial_config = trial_config.replace(train=trial_config.train.replace(threads=threads))
+    epochs = trial_config.train.epochs
+    cheap = {"flops": float(config["cost"]["flops"]), "params": float(config["cost"]["params"])}
+
+    prior = _finished_record(config.get("run_dir"), arch)
+    if prior is not None:  # finished before the driver was killed: replay, do not retrain
+        _replay(prior, cheap)
+        return
+    held: dict[str, dict[str, Any]] = {}
+
+    def report(metrics: dict[str, float]) -> None:
+        row = {**metrics, **cheap, FINAL_KEY: 0.0, DIVERGED_KEY: 0.0, FAILED_KEY: 0.0}
+        if metrics["epoch"] >= epochs:
+            held["last"] = row  # goes out below, as the final report
+        else:
+            tune.report(row)
+
+    try:
+        if config.get("inject_failure"):
+            raise InjectedFailure(f"test-only fault injection: trial {config.get('number')} "
+                                  "raises before training (HYBRID_NAS_TEST_FAIL_TRIALS)")
+        outcome = run_trial(arch, trial_config, report)
+    except Exception as exc:  # noqa: BLE001 - any error of the trial ends the trial, not the search
+        # Reported, not raised: Tune keeps the (reusable) actor and the search goes on.
+        last = {**(held.get("last") or _empty_row()), **cheap, FINAL_KEY: 1.0,
+                DIVERGED_KEY: 0.0, FAILED_KEY: 1.0,
+                ERROR_KEY: f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}"}
+        tune.report(last)
+        return
+
+    if "last" in held:
+        last = held["last"]
+    elif outcome.history:
+        last = {**outcome.history[-1], **cheap}
+    else:  # diverged in the first epoch: no good metrics at all
+        last = {**_empty_row(), **cheap}
+    last.update({FINAL_KEY: 1.0, DIVERGED_KEY: float(outcome.status == "diverged"), FAILED_KEY: 0.0})
+    if outcome.error:
+        last[ERROR_KEY] = outcome.error
+    if outcome.model_state is not None and config.get("keep_weights", True):
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(outcome.model_state, Path(tmp) / WEIGHTS_FILE)
+            tune.report(last, checkpoint=tune.Checkpoint.from_directory(tmp))
+    else:
+        tune.report(last)
+
+
+def _empty_row() -> dict[str, float]:
+    """A report for a trial with no good epoch: every metric NaN (Tune wants the keys)."""
+    return {**{name: math.nan for name in METRIC_DIRECTIONS}, "epoch": 0.0}
+
+
+def _finished_record(run_dir: str | None, arch: Architecture) -> dict[str, Any] | None:
+    """This trial's record if it already trained to the end (same trial id and architecture)."""
+    if not run_dir or not Path(run_dir).is_dir():
+        return None
+    record = records.read_record(run_dir, tune.get_context().get_trial_id())
+    if (record and record.get("status") in ("completed", "diverged")
+            and record.get("arch_id") == arch.arch_id and record.get("history")):
+        return record
+    return None
+
+
+def _replay(record: dict[str, Any], cheap: dict[str, float]) -> None:
+    history = record["history"]
+    for row in history[:-1]:
+        tune.report({**row, **cheap, FINAL_KEY: 0.0, DIVERGED_KEY: 0.0})
+    tune.report({**history[-1], **cheap, FINAL_KEY: 1.0, FAILED_KEY: 0.0,
+                 DIVERGED_KEY: float(record["status"] == "diverged")})

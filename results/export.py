@@ -1,0 +1,219 @@
+"""Get the chosen networks out of a run: YAML configs with their metrics, and a one-call rebuild.
+
+An exported config is a mapping `{architecture, arch_id, layout, trial_id, run_dir, metrics,
+objectives, pareto_rank, cost, weights}`; `Architecture.load(path)` reads it as a plain
+architecture too. `build(path)` returns the model, with the trained weights when the run kept them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+from torch import nn
+
+from results.pareto import objective_column
+from results.table import FINISHED, Run, load_table, read_run, table_objectives
+from search_spaces.architecture import Architecture, ArchitectureError
+from search_spaces.model import build_model
+
+# Metrics where lower is better; anything else is taken as higher-is-better unless told.
+LOWER_IS_BETTER = ("gap", "gap_acc", "params", "flops", "wall_time_s", "latency", "latency_ms")
+
+
+class ExportError(ValueError):
+    """A bad export request or exported config; `path` names the file when there is one."""
+
+    def __init__(self, message: str, path: Path | str | None = None):
+        super().__init__(f"{path}: {message}" if path is not None else message)
+        self.path = Path(path) if path is not None else None
+
+
+@dataclass(frozen=True)
+class ExportedConfig:
+    """An exported config as read back: the architecture and what the run knew about it."""
+
+    path: Path
+    architecture: Architecture
+    recorded_arch_id: str | None
+    metrics: dict
+    cost: dict
+    weights: Path | None  # resolved against the config's folder; None if not kept
+
+
+def choose(table: pd.DataFrame, pareto: bool = False, top: int | None = None, by: str | None = None,
+           minimize: bool | None = None) -> pd.DataFrame:
+    """Completed trials on the first Pareto front of the run's objectives (ordered by the first
+    objective), or the `top` trials by metric `by` (direction inferred unless `minimize` is given)."""
+    done = table[table["status"] == FINISHED]
+    if pareto == (top is not None):
+        raise ExportError("choose either the Pareto front (--pareto) or the top K (--top K --by METRIC)")
+    if pareto:
+        front = done[done["pareto_rank"] == 0]
+        first = table_objectives(table)[0]
+        return front.sort_values(objective_column(front, first.name) if len(front) else "number",
+                                 ascending=first.direction == "min", kind="stable")
+    if top < 1:
+        raise ExportError(f"--top must be at least 1, got {top}")
+    if by is None:
+        raise ExportError("--top needs --by METRIC (e.g. --by val_acc)")
+    column = _metric_column(table, by)
+    ascending = minimize if minimize is not None else metric_direction(table, by) == "min"
+    ranked = done.assign(_key=pd.to_numeric(done[column], errors="coerce")).dropna(subset="_key")
+    return ranked.sort_values("_key", ascending=ascending, kind="stable").drop(columns="_key").head(top)
+
+
+def metric_direction(table: pd.DataFrame, name: str) -> str:
+    """'min' or 'max': the run's objective direction for `name`, else a guess from its name."""
+    for objective in table_objectives(table):
+        if objective.name == name:
+            return objective.direction
+    return "min" if name in LOWER_IS_BETTER or "loss" in name else "max"
+
+
+def _metric_column(table: pd.DataFrame, name: str) -> str:
+    try:
+        return objective_column(table, name)
+    except ValueError:
+        numeric = sorted(c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])
+                         and not re.match(r"s\d+_|num_|in_channels|number|epochs_", c))
+        raise ExportError(f"--by {name!r}: no such metric in this run (numeric columns: "
+                          f"{', '.join(numeric)})") from None
+
+
+def export_architectures(run_dir: str | Path, out_dir: str | Path | None = None, pareto: bool = False,
+                         top: int | None = None, by: str | None = None,
+                         minimize: bool | None = None) -> list[Path]:
+    """Write one YAML config per chosen trial into `out_dir` (default RUN_DIR/exported) and return
+    the paths. A repeated architecture is written once, for its best trial."""
+    run = read_run(run_dir)
+    table = load_table(run)
+    chosen = choose(table, pareto=pareto, top=top, by=by, minimize=minimize)
+    chosen = chosen.drop_duplicates("arch_id", keep="first")
+    if not len(chosen):
+        raise ExportError("no completed trial to export yet", run.path)
+    out = Path(out_dir) if out_dir is not None else run.path / "exported"
+    out.mkdir(parents=True, exist_ok=True)
+    records = {str(r["trial_id"]): r for r in run.records}
+    paths = []
+    for position, row in enumerate(chosen.itertuples(index=False), start=1):
+        record = records[row.trial_id]
+        path = out / f"{position:02d}-{row.layout}-{row.arch_id}.yaml"
+        path.write_text(yaml.safe_dump(exported_config(run, record, row.pareto_rank), sort_keys=False))
+        paths.append(path)
+    return paths
+
+
+def exported_config(run: Run, record: dict, pareto_rank: float) -> dict[str, Any]:
+    """The YAML mapping for one trial record."""
+    arch: Architecture = record["_arch"]
+    weights = None
+    if record.get("weights"):
+        candidate = (run.path / record["weights"]).resolve()
+        if candidate.is_file():
+            weights = str(candidate)
+        else:
+            warnings.warn(f"trial {record['trial_id']}: recorded weights {candidate} are missing; "
+                          "exporting without them", stacklevel=2)
+    return {
+        "architecture": arch.to_dict(),
+        "arch_id": arch.arch_id,
+        "layout": arch.layout,
+        "trial_id": str(record["trial_id"]),
+        "run_dir": str(run.path.resolve()),
+        "metrics": _plain(record.get("metrics") or {}),
+        "objectives": _plain(record.get("objectives") or {}),
+        "pareto_rank": None if pareto_rank is None or math.isnan(pareto_rank) else int(pareto_rank),
+        "cost": _plain(record.get("cost") or {}),
+        "weights": weights,
+    }
+
+
+def _plain(mapping: dict) -> dict:
+    """YAML-safe copy: numbers as Python int/float (NaN stays NaN), the rest as given."""
+    out = {}
+    for key, value in mapping.items():
+        if hasattr(value, "item"):
+            value = value.item()
+        out[str(key)] = value
+    return out
+
+
+def read_config(path: str | Path) -> ExportedConfig:
+    """Read an exported config (or a bare architecture YAML); errors name the file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError("no such config file", path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ExportError(f"not valid YAML: {exc}", path) from None
+    if not isinstance(data, dict):
+        raise ExportError("expected a mapping (an exported config or an architecture)", path)
+    exported = "architecture" in data
+    try:
+        arch = Architecture.from_dict(data["architecture"] if exported else data)
+    except ArchitectureError as exc:
+        raise ExportError(str(exc), path) from None
+    weights = data.get("weights") if exported else None
+    if weights is not None:
+        weights = Path(weights) if Path(weights).is_absolute() else path.parent / weights
+    return ExportedConfig(path, arch, data.get("arch_id") if exported else None,
+                          dict(data.get("metrics") or {}), dict(data.get("cost") or {}), weights)
+
+
+def build(config_path: str | Path, weights: str | Path | None = None, load_weights: bool = True,
+          device: str | torch.device | None = None) -> nn.Module:
+    """Rebuild the exported model; load `weights` if given, else the recorded trained weights
+    (unless `load_weights` is False). State dicts load with `weights_only=True`."""
+    model, _, _ = build_with_info(config_path, weights, load_weights, device)
+    return model
+
+
+def build_with_info(config_path: str | Path, weights: str | Path | None = None,
+                    load_weights: bool = True, device: str | torch.device | None = None
+                    ) -> tuple[nn.Module, ExportedConfig, Path | None]:
+    """`build`, also returning the config read and the weights file actually loaded (or None)."""
+    config = read_config(config_path)
+    arch = config.architecture
+    recorded = config.weights if load_weights else None
+    if config.recorded_arch_id and config.recorded_arch_id != arch.arch_id:
+        warnings.warn(f"{config.path}: the architecture was edited (arch_id {arch.arch_id} != "
+                      f"recorded {config.recorded_arch_id}); not loading the recorded weights",
+                      stacklevel=2)
+        recorded = None
+    model = build_model(arch, device=device)
+    source = Path(weights) if weights is not None else recorded
+    if source is not None:
+        load_state(model, source, device)
+    return model, config, source
+
+
+def load_state(model: nn.Module, path: Path, device: str | torch.device | None = None) -> None:
+    """Load a state_dict saved by the search into `model` (tensors only: weights_only=True)."""
+    if not path.is_file():
+        raise ExportError("weights file not found (pass --no-weights to build without it)", path)
+    try:
+        state = torch.load(path, map_location=device or "cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files, non-tensor payloads
+        raise ExportError(f"cannot read weights: {exc}", path) from None
+    if not isinstance(state, dict):
+        raise ExportError(f"expected a state_dict, got {type(state).__name__}", path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        detail = "; ".join(line.strip() for line in lines[1:3])[:400]
+        more = f" (and {len(lines) - 3} more lines)" if len(lines) > 3 else ""
+        raise ExportError(f"weights do not fit this architecture: {detail}{more}", path) from None
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

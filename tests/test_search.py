@@ -1,0 +1,324 @@
+"""The search (nas/): config validation, the budget-aware searcher, and one real tiny search
+(Ray Tune + OptunaSearch + ASHA, 2 trials at a time) whose run directory the other tests read.
+
+The real search is shared by a module-scoped fixture: 7 trained trials at 16x16 with 4 optimiser
+steps per epoch, a budget that rejects some candidates, ASHA on capacity, and one trial made to
+raise by the test-only fault injection (HYBRID_NAS_TEST_FAIL_TRIALS)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from optuna.trial import TrialState
+
+from evaluators.cost import Budget, count_cost
+from nas import records
+from nas.cli import main
+from nas.config import SearchConfig, default_config, load_config
+from nas.searcher import FAIL_TRIALS_ENV, BudgetedOptunaSearch, make_sampler
+from search_spaces.architecture import Architecture
+from search_spaces.model import build_model
+from search_spaces.space import default_space
+
+EPOCHS = 3
+NUM_TRIALS = 7
+MAX_FLOPS = 2_500_000
+MAX_PARAMS = 400_000
+FAILING_POSITION = 2  # the third trained trial raises
+
+
+def tiny_config(tmp: Path, **changes) -> dict:
+    config = {
+        "name": "tiny",
+        "space": "digits",
+        "trial": {"data": "digits", "resolution": 16, "small_per_class": 10,
+                  "train": {"epochs": EPOCHS, "batch_size": 32, "steps_per_epoch": 4,
+                            "eval_batch_size": 512}},
+        "num_trials": NUM_TRIALS,
+        "sampler": {"name": "tpe", "seed": 0, "startup_trials": 4},
+        "budget": {"max_flops": MAX_FLOPS, "max_params": MAX_PARAMS},
+        # capacity differs between architectures from the first epoch on, so ASHA stops some.
+        "scheduler": {"name": "asha", "metric": "capacity", "grace_period": 1,
+                      "reduction_factor": 2},
+        "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 2, "num_cpus": 2},
+        "out_dir": str(tmp),
+    }
+    config.update(changes)
+    return config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> records.Run:
+    from nas.search import search
+
+    tmp = tmp_path_factory.mktemp("search")
+    os.environ[FAIL_TRIALS_ENV] = str(FAILING_POSITION)
+    try:
+        summary = search(SearchConfig.from_dict(tiny_config(tmp)), run_dir=tmp / "run")
+    finally:
+        os.environ.pop(FAIL_TRIALS_ENV, None)
+    assert not summary.interrupted
+    return records.read_run(summary.run_dir)
+
+
+def trained(run: records.Run) -> list[dict]:
+    return [r for r in run.records if r["status"] != "rejected"]
+
+
+# ---- the real search -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_search_records_every_trial_architecture_cost_and_metrics(run):
+    recs = trained(run)
+    assert len(recs) == NUM_TRIALS
+    assert all(r["status"] in records.FINISHED for r in recs)
+    assert run.summary is not None and run.summary["trained"] == NUM_TRIALS
+    assert run.objectives == [{"name": "gap", "direction": "min"},
+                              {"name": "capacity", "direction": "max"}]
+    for r in recs:
+        arch = Architecture.from_dict(r["architecture"])
+        assert arch.arch_id == r["arch_id"] and arch.layout == r["layout"]
+        cost = count_cost(arch)
+        assert r["cost"] == {"params": cost.params, "flops": cost.flops, "resolution": 16}
+        assert r["started"] and r["ended"] and r["wall_time_s"] is not None
+        if r["status"] == "failed":
+            continue
+        assert 1 <= r["epochs_done"] == len(r["history"]) <= EPOCHS
+        assert [h["epoch"] for h in r["history"]] == list(range(1, r["epochs_done"] + 1))
+        assert r["metrics"] == r["history"][-1]
+        for key in ("gap", "capacity", "val_acc", "train_loss_full"):
+            assert math.isfinite(r["metrics"][key])
+    # Ray ran exactly the trained trials, two at a time at most.
+    assert len([p for p in (run.path / "ray").iterdir() if p.is_dir()]) == NUM_TRIALS
+
+
+@pytest.mark.slow
+def test_over_budget_architectures_never_train(run):
+    rejected = [r for r in run.records if r["status"] == "rejected"]
+    duplicates = [r for r in rejected if r["rejection"].startswith("duplicate of trial")]
+    over_budget = [r for r in rejected if r not in duplicates]
+    assert over_budget, "the budget should have rejected some candidates"
+    for r in rejected:
+        assert r["history"] == [] and r["epochs_done"] == 0 and r["metrics"] == {}
+        assert not (run.path / "ray" / r["trial_id"]).exists()
+    for r in over_budget:
+        assert r["cost"]["flops"] > MAX_FLOPS or r["cost"]["params"] > MAX_PARAMS
+        assert r["rejection"] and r["optuna_state"] == "PRUNED"
+    by_id = {r["trial_id"]: r for r in trained(run)}
+    for r in duplicates:  # an architecture is trained once: its twin's numbers stand for it
+        assert by_id[r["rejection"].split()[-1]]["arch_id"] == r["arch_id"]
+    assert len({r["arch_id"] for r in trained(run)}) == NUM_TRIALS
+    for r in trained(run):
+        assert r["cost"]["flops"] <= MAX_FLOPS and r["cost"]["params"] <= MAX_PARAMS
+    assert run.summary["counts"]["rejected"] == len(rejected)
+    assert sum(run.summary["rejected_by"].values()) >= len(rejected)
+    # Sampling numbers are Optuna's: rejected and trained candidates share one sequence.
+    assert sorted(r["number"] for r in run.records) == list(range(len(run.records)))
+
+
+@pytest.mark.slow
+def test_asha_stopped_trial_is_pruned_not_completed(run):
+    pruned = [r for r in run.records if r["status"] == "pruned"]
+    completed = [r for r in run.records if r["status"] == "completed"]
+    assert pruned, "ASHA should have stopped at least one trial early"
+    assert completed
+    for r in pruned:
+        assert r["epochs_done"] < EPOCHS
+        assert r["optuna_state"] == "PRUNED"  # what the searcher told Optuna
+        assert r["objectives"] == {}
+        assert r["trial_id"] not in run.summary["pareto_front"]
+    for r in completed:
+        assert r["epochs_done"] == EPOCHS and r["optuna_state"] == "COMPLETE"
+        assert set(r["objectives"]) == {"gap", "capacity"}
+    assert set(run.summary["pareto_front"]) <= {r["trial_id"] for r in completed}
+
+
+@pytest.mark.slow
+def test_raising_trial_is_failed_and_the_others_finish(run):
+    failed = [r for r in run.records if r["status"] == "failed"]
+    assert len(failed) == 1
+    assert "InjectedFailure" in failed[0]["error"]
+    assert failed[0]["optuna_state"] == "FAIL"
+    others = [r for r in trained(run) if r["status"] != "failed"]
+    assert len(others) == NUM_TRIALS - 1
+    assert all(r["status"] in ("completed", "pruned") for r in others)
+
+
+@pytest.mark.slow
+def test_kept_weights_rebuild_the_trained_model(run):
+    completed = [r for r in run.records if r["status"] == "completed"]
+    for r in completed:
+        state = torch.load(run.path / r["weights"], weights_only=True)
+        model = build_model(Architecture.from_dict(r["architecture"]))
+        model.load_state_dict(state)  # strict: every tensor present with the right shape
+
+
+# ---- the searcher, without Ray -------------------------------------------------------------------
+
+def test_searcher_prices_before_suggesting_and_tells_optuna_what_happened(tmp_path):
+    records.write_config(tmp_path, {})
+    (tmp_path / records.TRIALS_DIR).mkdir()
+    space = default_space()
+    budget = Budget(max_params=300_000)
+    searcher = BudgetedOptunaSearch(space, [("gap", "min"), ("capacity", "max")],
+                                    make_sampler("random", 0, 4), str(tmp_path), budget=budget,
+                                    epochs=EPOCHS)
+    configs = [searcher.suggest(f"t{i}") for i in range(6)]
+    for config in configs:
+        assert count_cost(Architecture.from_dict(config["arch"])).params <= 300_000
+    rejected = [r for r in records.read_records(tmp_path) if r["status"] == "rejected"
+                and not r["rejection"].startswith("duplicate")]
+    assert rejected and all(r["cost"]["params"] > 300_000 for r in rejected)
+    states = {t.number: t for t in searcher.study.get_trials(deepcopy=False)}
+    for r in rejected:
+        trial = states[r["number"]]
+        assert trial.state == TrialState.PRUNED and trial.constraints["params"] > 0
+    for name in ("t0", "t1", "t2", "t3", "t4", "t5"):  # records for the outcome updates
+        records.write_record(tmp_path, records.new_record(name, 0, "running", {}, "x", "C", {}, EPOCHS))
+    done = {"gap": 0.1, "capacity": 0.9}
+    searcher.on_trial_complete("t0", {**done, "final": 1.0})                  # trained to the end
+    searcher.on_trial_complete("t1", {**done, "final": 0.0})                  # ASHA stopped it
+    searcher.on_trial_complete("t2", {**done, "final": 1.0, "diverged": 1.0})
+    searcher.on_trial_complete("t3", {**done, "final": 1.0, "failed": 1.0})
+    searcher.on_trial_complete("t4", None, error=True)                        # Ray saw an error
+    searcher.on_trial_complete("t5", {"gap": math.nan, "capacity": 0.5, "final": 1.0})
+    states = {t.number: t for t in searcher.study.get_trials(deepcopy=False)}
+    expect = {"t0": "COMPLETE", "t1": "PRUNED", "t2": "FAIL", "t3": "FAIL", "t4": "FAIL",
+              "t5": "FAIL"}
+    for trial_id, state in expect.items():
+        number = configs[int(trial_id[1])]["number"]
+        assert states[number].state.name == state, trial_id
+        assert records.read_record(tmp_path, trial_id)["optuna_state"] == state
+    assert states[configs[0]["number"]].values == [0.1, 0.9]
+
+
+def test_sampling_is_seeded(tmp_path):
+    def numbers(seed):
+        s = BudgetedOptunaSearch(default_space(), [("gap", "min")], make_sampler("tpe", seed, 4),
+                                 str(tmp_path))
+        return [Architecture.from_dict(s.suggest(f"t{i}")["arch"]).arch_id for i in range(3)]
+    assert numbers(1) == numbers(1)
+    assert numbers(1) != numbers(2)
+
+
+# ---- config and fast failures ----------------------------------------------------------------------
+
+def test_default_config_round_trips_and_fits_its_budget():
+    config = default_config()
+    assert SearchConfig.from_dict(config.to_dict()) == config
+    assert SearchConfig.from_dict(yaml.safe_load(config.to_yaml())) == config
+    assert config.num_trials >= 6 and config.resources.max_concurrent_trials == 2
+    from nas.search import make_budget, resolve_space
+    assert make_budget(config, resolve_space(config)) is not None
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"num_trials": "many"}, "num_trials"),
+    ({"objectives": [{"name": "accuracy"}]}, "objectives[0].name"),
+    ({"objectives": [{"name": "gap", "direction": "up"}]}, "objectives[0].direction"),
+    ({"sampler": {"name": "cmaes"}}, "sampler.name"),
+    ({"budget": {"max_flops": -5}}, "budget.max_flops"),
+    ({"budget": {"max_flop": 5}}, "budget.max_flop"),
+    ({"scheduler": {"metric": "speed"}}, "scheduler.metric"),
+    ({"resources": {"gpus_per_trial": 1.5}}, "resources.gpus_per_trial"),
+    ({"trial": {"train": {"epochs": "ten"}}}, "trial.train.epochs"),
+    ({"trial": {"dataset": "digits"}}, "trial.dataset"),
+    ({"colour": "blue"}, "colour"),
+])
+def test_malformed_config_names_the_field(tmp_path, change, field):
+    with pytest.raises(ValueError) as err:
+        SearchConfig.from_dict(tiny_config(tmp_path, **change))
+    assert field in str(err.value)
+
+
+def test_cli_reports_malformed_and_impossible_configs_before_ray_starts(tmp_path, capsys):
+    import ray
+
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("name: x\nnum_trials: [1,\n")
+    assert main(["search", str(bad_yaml)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(yaml.safe_dump(tiny_config(tmp_path, budget={"max_flop": 10})))
+    assert main(["search", str(wrong)]) == 2
+    assert "search.budget.max_flop: unknown field" in capsys.readouterr().err
+
+    impossible = tmp_path / "impossible.yaml"
+    impossible.write_text(yaml.safe_dump(tiny_config(tmp_path, budget={"max_params": 1000})))
+    assert main(["search", str(impossible), "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err
+    assert "search.budget: no architecture of the space fits" in err and "params" in err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "never").exists()
+
+    assert main(["search", "--resume", str(tmp_path / "missing")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+
+
+def test_load_config_resolves_a_space_next_to_the_config(tmp_path):
+    space = default_space().to_dict()
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(tiny_config(tmp_path, space="space.yaml")))
+    config = load_config(tmp_path / "search.yaml")
+    assert Path(config.space) == (tmp_path / "space.yaml").resolve()
+    assert config.load_space() == default_space()
+
+
+def test_records_are_atomic_and_corruption_is_named(tmp_path):
+    with pytest.raises(records.RunDirError, match="not a hybrid-nas run directory"):
+        records.read_run(tmp_path)
+    records.write_config(tmp_path, {"objectives": [{"name": "gap", "direction": "min"}]})
+    records.write_record(tmp_path, records.new_record("a", 0, "running", {}, "id", "C", {}, 3))
+    assert records.update_record(tmp_path, "a", status="completed")["status"] == "completed"
+    assert records.read_run(tmp_path).records[0]["status"] == "completed"
+    assert not list((tmp_path / records.TRIALS_DIR).glob(".*"))  # no temporary files left
+    (tmp_path / records.TRIALS_DIR / "b.json").write_text("{not json")
+    with pytest.raises(records.RunDirError, match="b.json: corrupt JSON"):
+        records.read_records(tmp_path)
+
+
+@pytest.mark.slow
+def test_gpus_the_cluster_lacks_are_refused_not_waited_for(tmp_path, capsys):
+    import ray
+
+    path = tmp_path / "gpu.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path)))
+    have = 0 if not torch.cuda.is_available() else torch.cuda.device_count()
+    code = main(["search", str(path), "--gpus-per-trial", str(have + 0.5),
+                 "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert "resources.gpus_per_trial: " in capsys.readouterr().err
+    assert not ray.is_initialized()  # the Ray this search started is stopped again
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_architecture_is_trained_once_and_a_spent_space_ends_the_search(tmp_path):
+    from ray.tune.search import Searcher
+
+    records.write_config(tmp_path, {})
+    (tmp_path / records.TRIALS_DIR).mkdir()
+    one = default_space().to_dict()  # collapse every choice: a space of one architecture
+    one["stem"] = {k: v[:1] for k, v in one["stem"].items()}
+    one["stages"] = [{k: (v[:1] if k != "depth" else [v[0], v[0]]) if isinstance(v, list) else v
+                      for k, v in stage.items()} for stage in one["stages"]]
+    from search_spaces.space import SearchSpace
+    space = SearchSpace.from_dict(one)
+    assert space.size() == 1
+    searcher = BudgetedOptunaSearch(space, [("gap", "min"), ("capacity", "max")],
+                                    make_sampler("random", 0, 4), str(tmp_path), max_attempts=3)
+    first = searcher.suggest("t0")
+    assert first["arch"] == space.smallest()[0].to_dict()
+    records.write_record(tmp_path, records.new_record("t0", 0, "running", {}, "x", "C", {}, 1))
+    searcher.on_trial_complete("t0", {"gap": 0.2, "capacity": 0.7, "final": 1.0})
+    assert searcher.suggest("t1") == Searcher.FINISHED
+    dups = [r for r in records.read_records(tmp_path) if r["status"] == "rejected"]
+    assert len(dups) == 3 and all(r["rejection"] == "duplicate of trial t0" for r in dups)
+    told = searcher.study.get_trials(deepcopy=False)
+    assert [t.values for t in told[1:]] == [[0.2, 0.7]] * 3  # the twin's numbers, not retrained
+    assert (tmp_path / records.GAVE_UP_FILE).exists()
