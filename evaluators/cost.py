@@ -23,6 +23,7 @@ with warnings.catch_warnings():  # fvcore.nn scripts its focal loss at import: a
     from fvcore.nn import FlopCountAnalysis
 
 from search_spaces.architecture import Architecture
+from search_spaces.fields import FieldError
 from search_spaces.model import build_model
 
 # fvcore logs a warning per uncounted op and per uncalled module; ours are declared below.
@@ -105,12 +106,10 @@ def count_cost(arch: Architecture) -> Cost:
     return count_model_cost(model, (1, arch.in_channels, arch.resolution, arch.resolution))
 
 
-class BudgetError(ValueError):
+class BudgetError(FieldError):
     """A malformed budget; `field` names the offending field."""
 
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"budget.{field_name}: {message}")
-        self.field = field_name
+    prefix = "budget."
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from evaluators.augment import Augment
-from evaluators.config_dict import ConfigError, config_from_dict
+from search_spaces.fields import FieldError, from_mapping
 from evaluators.data import ImageData
 from search_spaces.architecture import Architecture
 
@@ -81,7 +81,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        return config_from_dict(cls, data, "train")
+        return from_mapping(cls, data, "train")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -89,7 +89,7 @@ class TrainConfig:
 
 def _require(ok: bool, field: str, message: str) -> None:
     if not ok:
-        raise ConfigError(f"train.{field}", message)
+        raise FieldError(f"train.{field}", message)
 
 
 @dataclass
@@ -296,7 +296,7 @@ def _build(arch: Architecture, data: ImageData) -> nn.Module:
                               ("in_channels", data.in_channels, arch.in_channels),
                               ("num_classes", data.num_classes, arch.num_classes)):
         if want != have:
-            raise ConfigError(f"architecture.{field}",
+            raise FieldError(f"architecture.{field}",
                               f"is {have} but the data set {data.name!r} has {want}")
     from search_spaces.model import build_model  # written alongside; imported when first needed
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from evaluators.config_dict import ConfigError, config_from_dict
+from search_spaces.fields import FieldError, from_mapping
 from evaluators.data import ImageData, load_data, small_data
 from evaluators.trainer import Metrics, TrainConfig, Trainer
 from search_spaces.architecture import Architecture
@@ -48,14 +48,14 @@ class TrialConfig:
 
     def __post_init__(self) -> None:
         if (self.small_per_class is None) == (self.small_fraction is None):
-            raise ConfigError("trial.small_per_class",
+            raise FieldError("trial.small_per_class",
                               "give exactly one of small_per_class and small_fraction")
         if self.small_per_class is not None and self.small_per_class < 1:
-            raise ConfigError("trial.small_per_class", f"must be >= 1, got {self.small_per_class}")
+            raise FieldError("trial.small_per_class", f"must be >= 1, got {self.small_per_class}")
         if self.small_fraction is not None and not 0 < self.small_fraction <= 1:
-            raise ConfigError("trial.small_fraction", f"must be in (0, 1], got {self.small_fraction}")
+            raise FieldError("trial.small_fraction", f"must be in (0, 1], got {self.small_fraction}")
         if not 0 < self.val_fraction < 1:
-            raise ConfigError("trial.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+            raise FieldError("trial.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrialConfig":
@@ -64,7 +64,7 @@ class TrialConfig:
         data = dict(data)
         if "small_fraction" in data and "small_per_class" not in data:
             data["small_per_class"] = None
-        return config_from_dict(cls, data, "trial", nested={"train": TrainConfig})
+        return from_mapping(cls, data, "trial", nested={"train": TrainConfig})
 
     def replace(self, **changes: Any) -> "TrialConfig":
         return dataclasses.replace(self, **changes)

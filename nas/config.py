@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from evaluators.config_dict import ConfigError as _EvaluatorConfigError
 from evaluators.trial import TrialConfig
+from search_spaces.fields import FieldError, check_keys, from_mapping, typed
 from search_spaces.space import SearchSpace
 
 DEFAULT_CONFIG = "default_search.yaml"
@@ -32,18 +32,23 @@ SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("asha", "none")
 
 
-class SearchConfigError(ValueError):
+class SearchConfigError(FieldError):
     """A malformed search config; `field` is the dotted path of the offending field."""
 
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"search.{field_name}: {message}")
-        self.field = field_name
+    prefix = "search."
 
 
 @dataclass(frozen=True)
 class Objective:
+    """One objective of a search: a metric name and whether smaller or larger is better."""
+
     name: str
-    direction: str  # "min" | "max"
+    direction: str = "min"
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("min", "max"):
+            raise ValueError(f"objective {self.name!r}: direction must be 'min' or 'max', "
+                             f"got {self.direction!r}")
 
 
 @dataclass(frozen=True)
@@ -151,24 +156,25 @@ class SearchConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> "SearchConfig":
         if not isinstance(data, Mapping):
             raise SearchConfigError("config", f"expected a mapping, got {type(data).__name__}")
-        values = _known(data, "", {f.name for f in dataclasses.fields(cls)})
+        values = check_keys(data, "", {f.name for f in dataclasses.fields(cls)},
+                            error=SearchConfigError)
         if "trial" in values:
             if not isinstance(values["trial"], Mapping):
                 raise SearchConfigError("trial", "expected a mapping")
             try:
                 values["trial"] = TrialConfig.from_dict(values["trial"])
-            except _EvaluatorConfigError as exc:
-                raise SearchConfigError(exc.field if exc.field.startswith("trial")
-                                        else f"trial.{exc.field}", str(exc).split(": ", 1)[-1]) from None
+            except FieldError as exc:
+                raise SearchConfigError(exc.field, exc.message) from None
         if "objectives" in values:
             values["objectives"] = _objectives(values["objectives"])
         for name, kind in (("sampler", SamplerConfig), ("budget", BudgetConfig),
                            ("scheduler", SchedulerConfig), ("resources", ResourcesConfig)):
             if name in values:
                 values[name] = _section(kind, values[name], name)
-        for name, want in (("name", str), ("num_trials", int), ("out_dir", str), ("keep_weights", bool)):
+        for name, want in (("name", "str"), ("num_trials", "int"), ("out_dir", "str"),
+                           ("keep_weights", "bool")):
             if name in values:
-                _check_type(values[name], want, name)
+                values[name] = typed(values[name], want, name, SearchConfigError)
         if "space" in values and not isinstance(values["space"], (str, Mapping)):
             raise SearchConfigError("space", "expected a space name, a YAML path or a mapping")
         return cls(**values)
@@ -210,55 +216,10 @@ def default_config() -> SearchConfig:
 
 # ---- parsing and validation ---------------------------------------------------------------------
 
-def _known(data: Mapping[str, Any], where: str, allowed: set[str]) -> dict[str, Any]:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise SearchConfigError(f"{where}{unknown[0]}", f"unknown field (allowed: {sorted(allowed)})")
-    return dict(data)
-
-
 def _section(cls: type, data: Any, where: str) -> Any:
     if data is None:
         return cls()
-    if not isinstance(data, Mapping):
-        raise SearchConfigError(where, f"expected a mapping, got {type(data).__name__}")
-    values = _known(data, f"{where}.", {f.name for f in dataclasses.fields(cls)})
-    for f in dataclasses.fields(cls):
-        if f.name in values:
-            values[f.name] = _coerce(values[f.name], str(f.type), f"{where}.{f.name}")
-    return cls(**values)
-
-
-def _coerce(value: Any, annotation: str, where: str) -> Any:
-    optional = "None" in annotation
-    if value is None:
-        if optional:
-            return None
-        raise SearchConfigError(where, "must not be null")
-    if annotation.startswith("int"):
-        # YAML reads 5e6 as a float: accept whole numbers.
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        _check_type(value, int, where)
-    elif annotation.startswith("float"):
-        _check_type(value, float, where)
-        value = float(value)
-    elif annotation.startswith("str"):
-        _check_type(value, str, where)
-    elif annotation.startswith("bool"):
-        _check_type(value, bool, where)
-    return value
-
-
-def _check_type(value: Any, want: type, where: str) -> None:
-    if want is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif want is bool:
-        ok = isinstance(value, bool)
-    else:
-        ok = isinstance(value, want) and not isinstance(value, bool)
-    if not ok:
-        raise SearchConfigError(where, f"expected {want.__name__}, got {value!r}")
+    return from_mapping(cls, data, where, error=SearchConfigError)
 
 
 def _objectives(data: Any) -> tuple[Objective, ...]:
@@ -271,14 +232,16 @@ def _objectives(data: Any) -> tuple[Objective, ...]:
             item = {"name": item}
         if not isinstance(item, Mapping):
             raise SearchConfigError(where, "expected {name, direction} or a metric name")
-        item = _known(item, f"{where}.", {"name", "direction"})
-        if "name" not in item:
-            raise SearchConfigError(f"{where}.name", "missing required field")
+        item = check_keys(item, where, {"name", "direction"}, {"name"}, SearchConfigError)
         name = item["name"]
         if name not in METRIC_DIRECTIONS:
             raise SearchConfigError(f"{where}.name",
                                     f"unknown metric {name!r} (known: {sorted(METRIC_DIRECTIONS)})")
-        out.append(Objective(name, item.get("direction", METRIC_DIRECTIONS[name])))
+        direction = item.get("direction", METRIC_DIRECTIONS[name])
+        if direction not in ("min", "max"):
+            raise SearchConfigError(f"{where}.direction",
+                                    f"must be 'min' or 'max', got {direction!r}")
+        out.append(Objective(name, direction))
     return tuple(out)
 
 
@@ -289,9 +252,6 @@ def _validate(config: SearchConfig) -> None:
         raise SearchConfigError("num_trials", f"must be >= 1, got {config.num_trials}")
     names = [o.name for o in config.objectives]
     for i, o in enumerate(config.objectives):
-        if o.direction not in ("min", "max"):
-            raise SearchConfigError(f"objectives[{i}].direction",
-                                    f"must be 'min' or 'max', got {o.direction!r}")
         if names.count(o.name) > 1:
             raise SearchConfigError(f"objectives[{i}].name", f"{o.name!r} is listed twice")
     s = config.sampler

@@ -8,26 +8,12 @@ better on one; identical points never dominate each other, so duplicates share a
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-DIRECTIONS = ("min", "max")
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One objective of a run: a column name and whether smaller or larger is better."""
-
-    name: str
-    direction: str = "min"
-
-    def __post_init__(self) -> None:
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"objective {self.name!r}: direction must be 'min' or 'max', "
-                             f"got {self.direction!r}")
+from nas.config import Objective
 
 
 def as_objectives(objectives: Iterable) -> list[Objective]:
@@ -62,7 +48,7 @@ def pareto_ranks(values: np.ndarray | Sequence[Sequence[float]], directions: Seq
     if len(directions) != points.shape[1]:
         raise ValueError(f"got {len(directions)} directions for {points.shape[1]} objectives")
     for d in directions:
-        if d not in DIRECTIONS:
+        if d not in ("min", "max"):
             raise ValueError(f"direction must be 'min' or 'max', got {d!r}")
     if np.isnan(points).any():
         raise ValueError("values contain NaN; drop those rows before ranking")

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from search_spaces.fields import FieldError, check_keys, positive_int, typed
+
 # Block types. C: MBConv + squeeze-excitation (CoAtNet). T: Transformer with 2-D relative
 # attention (CoAtNet). A: Transformer with plain attention (ViT/DeiT). G: gated positional
 # self-attention (ConViT).
@@ -27,12 +29,8 @@ CONV_HEAD_SIZE = 32  # the head_size recorded for convolution stages
 FORMAT_VERSION = 1
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(FieldError):
     """A malformed or inconsistent architecture; `field` names the offending field."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -155,24 +153,19 @@ class Architecture:
         fmt = data.get("format", FORMAT_VERSION)
         if fmt != FORMAT_VERSION:
             raise ArchitectureError("format", f"unsupported format version {fmt!r}")
-        top = _pick(data, "architecture", {"format", "resolution", "in_channels", "num_classes",
-                                           "head", "stem", "stages"}, required={"stem", "stages"})
-        stem_data = top.pop("stem")
-        if not isinstance(stem_data, Mapping):
-            raise ArchitectureError("stem", "expected a mapping")
-        stem = Stem(**_typed(_pick(stem_data, "stem", _field_names(Stem)), Stem, "stem"))
+        top = check_keys(data, "", _field_names(cls) | {"format"}, {"stem", "stages"},
+                         ArchitectureError)
+        stem = Stem(**_pick(top.pop("stem"), "stem", Stem))
         stages_data = top.pop("stages")
         if not isinstance(stages_data, (list, tuple)):
             raise ArchitectureError("stages", "expected a list of stages")
         stages = []
         for i, s in enumerate(stages_data):
-            where = f"stages[{i}]"
-            if not isinstance(s, Mapping):
-                raise ArchitectureError(where, "expected a mapping")
-            fields = _pick(s, where, _field_names(Stage), required={"block", "depth", "width"})
-            stages.append(Stage(**_typed(fields, Stage, where)))
+            stages.append(Stage(**_pick(s, f"stages[{i}]", Stage, {"block", "depth", "width"})))
         top.pop("format", None)
-        return cls(stem=stem, stages=tuple(stages), **_typed(top, cls, "architecture"))
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        top = {k: typed(v, types[k], k, ArchitectureError) for k, v in top.items()}
+        return cls(stem=stem, stages=tuple(stages), **top)
 
     @classmethod
     def from_yaml(cls, text: str) -> "Architecture":
@@ -197,32 +190,12 @@ def _field_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def _pick(data: Mapping[str, Any], where: str, allowed: set[str],
-          required: set[str] = frozenset()) -> dict[str, Any]:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ArchitectureError(f"{where}.{unknown[0]}", f"unknown field (allowed: {sorted(allowed)})")
-    missing = sorted(required - set(data))
-    if missing:
-        raise ArchitectureError(f"{where}.{missing[0]}", "missing required field")
-    return dict(data)
-
-
-_TYPES = {"int": int, "str": str, "bool": bool}
-
-
-def _typed(fields: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
-    """Check each value against the dataclass annotation (bool is not accepted as int)."""
-    annotations = {f.name: f.type for f in dataclasses.fields(cls)}
-    for name, value in fields.items():
-        want = _TYPES.get(str(annotations[name]))
-        if want is None:
-            continue
-        ok = isinstance(value, want) and (want is bool or not isinstance(value, bool))
-        if not ok:
-            raise ArchitectureError(f"{where}.{name}",
-                                    f"expected {want.__name__}, got {value!r}")
-    return fields
+def _pick(data: Mapping[str, Any], where: str, cls: type, required: set[str] = frozenset()) -> dict:
+    """The fields of `cls` from `data`, each checked against its annotation."""
+    values = check_keys(data, where, _field_names(cls), required, ArchitectureError)
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    return {name: typed(value, types[name], f"{where}.{name}", ArchitectureError)
+            for name, value in values.items()}
 
 
 def validate(arch: Architecture) -> None:
@@ -275,5 +248,4 @@ def validate(arch: Architecture) -> None:
 
 
 def _positive(value: int, field: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ArchitectureError(field, f"must be a positive integer, got {value!r}")
+    positive_int(value, field, ArchitectureError)

@@ -26,17 +26,16 @@ from search_spaces.architecture import (
     Stage,
     Stem,
 )
+from search_spaces.fields import FieldError, check_keys, positive_int
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 DEFAULT_SPACE = "digits"
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(FieldError):
     """A malformed or inconsistent search-space spec; `field` names the offending field."""
 
-    def __init__(self, field: str, message: str):
-        super().__init__(f"search space: {field}: {message}")
-        self.field = field
+    prefix = "search space: "
 
 
 @dataclass(frozen=True)
@@ -261,15 +260,7 @@ def _pos_embed(block: str) -> bool:
 # ---- parsing and validation --------------------------------------------------------------------
 
 def _check_keys(data: Any, where: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
-    if not isinstance(data, Mapping):
-        raise SearchSpaceError(where, f"expected a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise SearchSpaceError(f"{where}.{unknown[0]}", f"unknown field (allowed: {sorted(allowed)})")
-    missing = sorted(required - set(data))
-    if missing:
-        raise SearchSpaceError(f"{where}.{missing[0]}", "missing required field")
-    return dict(data)
+    return check_keys(data, where, allowed, required, SearchSpaceError)
 
 
 def _parse_choices(data: Any, cls: type, where: str) -> Any:
@@ -301,9 +292,7 @@ def _parse_choices(data: Any, cls: type, where: str) -> Any:
 
 
 def _require_int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SearchSpaceError(where, f"must be a positive integer, got {value!r}")
-    return value
+    return positive_int(value, where, SearchSpaceError)
 
 
 def _validate(space: SearchSpace) -> None:
@@ -330,7 +319,7 @@ def _validate(space: SearchSpace) -> None:
     try:
         space.smallest()
     except ArchitectureError as exc:  # e.g. a resolution the strides cannot divide
-        raise SearchSpaceError(exc.field, str(exc).split(": ", 1)[-1]) from None
+        raise SearchSpaceError(exc.field, exc.message) from None
 
 
 __all__ = ["SearchSpace", "SearchSpaceError", "StageChoices", "StemChoices", "default_space",

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from evaluators.config_dict import ConfigError
+from search_spaces.fields import FieldError
 from evaluators.data import load_data, small_data
 from evaluators.trainer import TrainConfig, Trainer, train
 from evaluators.trial import TrialConfig, run_trial
@@ -141,7 +141,7 @@ def test_training_metrics_on_a_subset_when_asked(digits):
 
 
 def test_architecture_must_fit_the_data(digits):
-    with pytest.raises(ConfigError, match="architecture.num_classes: is 7"):
+    with pytest.raises(FieldError, match="architecture.num_classes: is 7"):
         Trainer(arch_of("C-C", num_classes=7), digits, TrainConfig())
 
 
@@ -150,11 +150,11 @@ def test_configs_from_dicts_name_bad_fields():
                                     "train": {"epochs": 4, "lr": 1, "augment": False}})
     assert config.small_per_class is None and config.small_fraction == 0.1
     assert config.train == TrainConfig(epochs=4, lr=1.0, augment=False)
-    with pytest.raises(ConfigError, match=r"train\.epochz: unknown field"):
+    with pytest.raises(FieldError, match=r"train\.epochz: unknown field"):
         TrialConfig.from_dict({"train": {"epochz": 3}})
-    with pytest.raises(ConfigError, match=r"train\.lr: expected float"):
+    with pytest.raises(FieldError, match=r"train\.lr: expected float"):
         TrainConfig.from_dict({"lr": "fast"})
-    with pytest.raises(ConfigError, match=r"train\.batch_size: must be >= 1"):
+    with pytest.raises(FieldError, match=r"train\.batch_size: must be >= 1"):
         TrainConfig(batch_size=0)
-    with pytest.raises(ConfigError, match="exactly one"):
+    with pytest.raises(FieldError, match="exactly one"):
         TrialConfig(small_per_class=5, small_fraction=0.5)
