@@ -28,6 +28,7 @@ import torch
 
 from search_spaces.fields import FieldError, from_mapping
 from evaluators.data import ImageData, load_data, small_data
+from evaluators.latency import measure_latency
 from evaluators.trainer import Metrics, TrainConfig, Trainer
 from search_spaces.architecture import Architecture
 
@@ -102,6 +103,8 @@ def run_trial(arch: Architecture, config: TrialConfig,
     if small_train.steps_per_epoch is None:
         small_train = small_train.replace(steps_per_epoch=full_run.steps_per_epoch)
     small_run = Trainer(arch, small, small_train)
+    # Measured once, before training: weights do not change the cost of a forward pass.
+    latency_ms = measure_latency(full_run.model, (1, arch.in_channels) + tuple(data.train_x.shape[-2:]))
     history: list[Metrics] = []
     for _ in range(config.train.epochs):
         s = small_run.run_epoch()
@@ -121,6 +124,7 @@ def run_trial(arch: Architecture, config: TrialConfig,
             "lr": f["lr"],
             "images_per_s": _combined_throughput(s, f),
             "wall_time_s": time.perf_counter() - started,
+            "latency_ms": latency_ms,
             "train_images_small": float(len(small.train_y)),
             "train_images_full": float(len(data.train_y)),
         }

@@ -26,7 +26,7 @@ METRIC_DIRECTIONS = {
     "gap": "min", "gap_acc": "min", "capacity": "max", "val_acc": "max", "val_loss": "min",
     "val_acc_at_matched_loss": "max", "train_loss_full": "min", "train_acc_full": "max",
     "train_loss_small": "min", "val_acc_small": "max", "images_per_s": "max",
-    "flops": "min", "params": "min",
+    "flops": "min", "params": "min", "latency_ms": "min",
 }
 SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("asha", "none")

@@ -19,13 +19,11 @@ import torch
 import yaml
 from torch import nn
 
+from nas.config import METRIC_DIRECTIONS
 from results.pareto import objective_column
 from results.table import FINISHED, Run, load_table, read_run, table_objectives
 from search_spaces.architecture import Architecture, ArchitectureError
 from search_spaces.model import build_model
-
-# Metrics where lower is better; anything else is taken as higher-is-better unless told.
-LOWER_IS_BETTER = ("gap", "gap_acc", "params", "flops", "wall_time_s", "latency", "latency_ms")
 
 
 class ExportError(ValueError):
@@ -71,11 +69,14 @@ def choose(table: pd.DataFrame, pareto: bool = False, top: int | None = None, by
 
 
 def metric_direction(table: pd.DataFrame, name: str) -> str:
-    """'min' or 'max': the run's objective direction for `name`, else a guess from its name."""
+    """'min' or 'max': the run's objective direction for `name`, else the metric's natural one
+    (unknown metrics: lower is better for losses and times, higher otherwise)."""
     for objective in table_objectives(table):
         if objective.name == name:
             return objective.direction
-    return "min" if name in LOWER_IS_BETTER or "loss" in name else "max"
+    if name in METRIC_DIRECTIONS:
+        return METRIC_DIRECTIONS[name]
+    return "min" if "loss" in name or name.endswith("_s") else "max"
 
 
 def _metric_column(table: pd.DataFrame, name: str) -> str:

@@ -16,8 +16,8 @@ from search_spaces.model import build_model
 
 CONTRACT_KEYS = {"epoch", "gap", "gap_acc", "capacity", "train_loss_small", "val_loss_small",
                  "train_loss_full", "train_acc_full", "val_loss", "val_acc", "val_acc_at_matched_loss",
-                 "images_per_s", "wall_time_s", "val_acc_small", "train_acc_small"}
-TIMING_KEYS = {"images_per_s", "wall_time_s"}
+                 "images_per_s", "wall_time_s", "val_acc_small", "train_acc_small", "latency_ms"}
+TIMING_KEYS = {"images_per_s", "wall_time_s", "latency_ms"}
 
 
 def arch_of(layout: str, widths=(16, 32, 64, 64), stem: int = 16, resolution: int = 16,
