@@ -12,7 +12,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
-from math import prod
+from math import isfinite, prod
 from typing import Any
 
 import torch
@@ -102,7 +102,8 @@ def count_model_cost(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
 def count_cost(arch: Architecture) -> Cost:
     """Cost of `arch` at its own resolution, cached: equal architectures (the same arch_id) are
     priced once per process; a repeat costs a dict lookup (microseconds)."""
-    model = build_model(arch)
+    with torch.random.fork_rng():  # pricing must not move the caller's random stream
+        model = build_model(arch)
     return count_model_cost(model, (1, arch.in_channels, arch.resolution, arch.resolution))
 
 
@@ -139,7 +140,8 @@ class Budget:
             value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not isfinite(value) or value != int(value)):
                 raise BudgetError(name, f"expected a whole number, got {value!r}")
             if value <= 0:
                 raise BudgetError(name, f"must be positive, got {value!r}")

@@ -27,6 +27,7 @@ from evaluators.augment import Augment
 from search_spaces.fields import FieldError, from_mapping
 from evaluators.data import ImageData
 from search_spaces.architecture import Architecture
+from search_spaces.model import build_model
 
 Metrics = dict[str, float]
 
@@ -298,16 +299,19 @@ def _build(arch: Architecture, data: ImageData) -> nn.Module:
         if want != have:
             raise FieldError(f"architecture.{field}",
                               f"is {have} but the data set {data.name!r} has {want}")
-    from search_spaces.model import build_model  # written alongside; imported when first needed
-
     return build_model(arch)
 
 
+NO_DECAY_NAMES = ("bias_table", "pos_embed", "class_token")  # position parameters, as DeiT/ConViT
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices and kernels; none on biases, norm scales, gates (1-D)."""
+    """Weight decay on matrices and kernels; none on biases, norm scales, gates (1-D), relative
+    bias tables, position embeddings and the class token."""
     decay, no_decay = [], []
-    for param in model.parameters():
+    for name, param in model.named_parameters():
         if param.requires_grad:
-            (decay if param.dim() >= 2 else no_decay).append(param)
+            skip = param.dim() < 2 or name.endswith(NO_DECAY_NAMES)
+            (no_decay if skip else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]

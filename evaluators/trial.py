@@ -57,6 +57,8 @@ class TrialConfig:
             raise FieldError("trial.small_fraction", f"must be in (0, 1], got {self.small_fraction}")
         if not 0 < self.val_fraction < 1:
             raise FieldError("trial.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
+        if self.resolution is not None and self.resolution < 1:
+            raise FieldError("trial.resolution", f"must be >= 1 or null, got {self.resolution}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrialConfig":
@@ -65,7 +67,12 @@ class TrialConfig:
         data = dict(data)
         if "small_fraction" in data and "small_per_class" not in data:
             data["small_per_class"] = None
-        return from_mapping(cls, data, "trial", nested={"train": TrainConfig})
+        try:
+            return from_mapping(cls, data, "trial", nested={"train": TrainConfig})
+        except FieldError as exc:  # TrainConfig's own checks name `train.*`: say where it sits
+            if exc.field.startswith("trial."):
+                raise
+            raise FieldError(f"trial.{exc.field}", exc.message) from None
 
     def replace(self, **changes: Any) -> "TrialConfig":
         return dataclasses.replace(self, **changes)

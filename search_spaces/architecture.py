@@ -26,6 +26,7 @@ ATTENTION_BLOCKS = ("T", "A", "G")
 STEM_KINDS = ("conv", "patch")
 HEAD_KINDS = ("pool", "token")
 CONV_HEAD_SIZE = 32  # the head_size recorded for convolution stages
+DEFAULT_PATCH_SIZE = 16  # the patch_size recorded for conv stems
 FORMAT_VERSION = 1
 
 
@@ -41,6 +42,11 @@ class Stem:
     kind: str = "conv"
     width: int = 64
     patch_size: int = 16  # only read when kind == "patch"
+
+    def __post_init__(self) -> None:
+        # A conv stem has no patch size: normalise it so one network has one arch_id.
+        if self.kind == "conv":
+            object.__setattr__(self, "patch_size", DEFAULT_PATCH_SIZE)
 
     @property
     def stride(self) -> int:

@@ -28,9 +28,9 @@ def check_keys(data: Any, where: str, allowed: set[str], required: set[str] = fr
     `required` one."""
     if not isinstance(data, Mapping):
         raise error(where, f"expected a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - allowed)
+    unknown = sorted(set(data) - allowed, key=str)
     if unknown:
-        raise error(_join(where, unknown[0]), f"unknown field (allowed: {sorted(allowed)})")
+        raise error(_join(where, str(unknown[0])), f"unknown field (allowed: {sorted(allowed)})")
     missing = sorted(set(required) - set(data))
     if missing:
         raise error(_join(where, missing[0]), "missing required field")
@@ -46,8 +46,9 @@ def from_mapping(cls: type[T], data: Any, where: str, nested: Mapping[str, type]
     values = check_keys(data, where, set(fields), required, error)
     for name, value in values.items():
         inner = (nested or {}).get(name)
-        if inner is not None and isinstance(value, Mapping):
-            values[name] = from_mapping(inner, value, _join(where, name), error=error)
+        if inner is not None:
+            values[name] = inner() if value is None else \
+                from_mapping(inner, value, _join(where, name), error=error)
         else:
             values[name] = typed(value, str(fields[name].type), _join(where, name), error)
     return cls(**values)

@@ -21,6 +21,7 @@ import yaml
 from search_spaces.architecture import (
     ATTENTION_BLOCKS,
     BLOCK_TYPES,
+    STEM_KINDS,
     Architecture,
     ArchitectureError,
     Stage,
@@ -198,12 +199,14 @@ class SearchSpace:
         return total
 
     def smallest(self) -> list[Architecture]:
-        """The cheapest candidate of each layout and stem kind (least depth, width, expansion;
-        largest head size, patch). Any budget some architecture meets is met by one of these."""
+        """The cheapest candidates of each layout, stem kind and patch size (least depth, width,
+        expansion; largest head size). Any budget some architecture meets is met by one of these
+        (a larger patch means fewer FLOPs but more stem parameters, so every patch size is kept)."""
         out = []
-        for layout, kind in itertools.product(self.layouts(), self.stem.kind):
-            stem = Stem(kind, min(self.stem.width), max(self.stem.patch_size) if kind == "patch"
-                        else self.stem.patch_size[0])
+        stems = [("conv", 16)] * ("conv" in self.stem.kind) + \
+            [("patch", p) for p in self.stem.patch_size] * ("patch" in self.stem.kind)
+        for layout, (kind, patch) in itertools.product(self.layouts(), stems):
+            stem = Stem(kind, min(self.stem.width), patch)
             stages = [Stage(block, c.depth[0], min(c.width), c.stride,
                             max(c.head_size) if block in ATTENTION_BLOCKS else c.head_size[0],
                             min(c.expansion), _pos_embed(block))
@@ -282,6 +285,8 @@ def _parse_choices(data: Any, cls: type, where: str) -> Any:
         else:
             for item in items:
                 _require_int(item, field_where)
+        if name != "depth" and len(set(items)) != len(items):
+            raise SearchSpaceError(field_where, f"duplicate choices in {items!r}")
         if name == "depth":
             if len(items) == 1:
                 items = items * 2
@@ -297,8 +302,8 @@ def _require_int(value: Any, where: str) -> int:
 
 def _validate(space: SearchSpace) -> None:
     for kind in space.stem.kind:
-        if kind not in ("conv", "patch"):
-            raise SearchSpaceError("stem.kind", f"unknown stem {kind!r} (known: ['conv', 'patch'])")
+        if kind not in STEM_KINDS:
+            raise SearchSpaceError("stem.kind", f"unknown stem {kind!r} (known: {list(STEM_KINDS)})")
     for i, c in enumerate(space.stages):
         where = f"stages[{i}] (S{i + 1})"
         for block in c.block:

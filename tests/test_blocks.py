@@ -82,7 +82,7 @@ def test_any_legal_mix_builds_and_runs_at_two_resolutions(stem, stages, head):
     arch = Architecture(stem=stem, stages=stages, resolution=32, num_classes=5, head=head,
                         in_channels=1)
     model = build_model(arch)
-    for side in (32, 64):  # built at 32, also run at 64 (tables and embeddings resized)
+    for side in (32, 64, 40):  # built at 32, also run at 64 and at 40 (odd sides after strides)
         out = model(torch.randn(2, 1, side, side))
         assert out.shape == (2, 5) and torch.isfinite(out).all()
     out.sum().backward()
@@ -145,6 +145,9 @@ def test_gpsa_locality_init_attends_at_each_heads_offset():
         key = int(pos[h, query].argmax())
         assert (key % 7 - 3, key // 7 - 3) == (dx, dy)
     assert sorted(head_offsets(9)) == [(x, y) for x in (-1, 0, 1) for y in (-1, 0, 1)]
+    for heads in (4, 16):  # even grids are centred too (ConViT): offsets sum to zero
+        offsets = torch.tensor(head_offsets(heads))
+        assert offsets.sum(0).tolist() == [0.0, 0.0] and len(set(head_offsets(heads))) == heads
     torch.testing.assert_close(pos.sum(-1), torch.ones(9, 49))
     torch.testing.assert_close(attn.v.weight, torch.eye(36))
 
@@ -164,3 +167,14 @@ def test_position_embedding_and_class_token():
     with torch.no_grad():
         stage.class_token.add_(1.0)
     assert not torch.allclose(model(x), before)
+
+
+@pytest.mark.parametrize("block", ["T", "G"])
+def test_a_grid_first_seen_in_inference_mode_still_trains(block):
+    # Grid tensors are cached per process; one made under inference_mode must not poison backward.
+    model = build_model(tiny(block))
+    with torch.inference_mode():
+        model.eval()(torch.randn(1, 3, 48, 48))  # a grid no earlier test built
+    model.train()
+    model(torch.randn(2, 3, 48, 48)).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -60,7 +60,7 @@ def test_layout_study_is_matched_to_coatnet0():
         arch = get_preset(name)
         assert arch.layout == ("T" if name == "ViT_REL" else name)
         params = sum(p.numel() for p in build_model(arch).parameters())
-        assert abs(params - reference) <= 0.10 * reference, (name, params, reference)
+        assert abs(params - reference) <= 0.03 * reference, (name, params, reference)
     vit_rel = get_preset("ViT_REL")
     assert vit_rel.stem.kind == "patch" and vit_rel.stem.patch_size == 16
 

@@ -16,17 +16,19 @@ from search_spaces.blocks.transformer import TransformerBlock
 @lru_cache(maxsize=64)
 def relative_positions(height: int, width: int) -> torch.Tensor:
     """r_ij = (|d|^2, d_x, d_y) for the offset d = position_j - position_i: (H*W, H*W, 3)."""
-    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    dx = xs.flatten()[None, :] - xs.flatten()[:, None]
-    dy = ys.flatten()[None, :] - ys.flatten()[:, None]
-    return torch.stack([dx ** 2 + dy ** 2, dx, dy], dim=-1).float()
+    # Built outside inference mode: a cached inference tensor would break every later backward.
+    with torch.inference_mode(False), torch.no_grad():
+        ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        dx = xs.flatten()[None, :] - xs.flatten()[:, None]
+        dy = ys.flatten()[None, :] - ys.flatten()[:, None]
+        return torch.stack([dx ** 2 + dy ** 2, dx, dy], dim=-1).float()
 
 
-def head_offsets(heads: int) -> list[tuple[int, int]]:
+def head_offsets(heads: int) -> list[tuple[float, float]]:
     """Locality centres: head h sits on one offset of a k x k grid, k = ceil(sqrt(heads)),
-    centred on 0 (for 9 heads: -1..1 in both axes; 4 heads: 0..1; 16 heads: -1..2)."""
+    centred on 0 as in ConViT (9 heads: -1..1 in both axes; 4 heads: +-0.5; 16: -1.5..1.5)."""
     k = math.ceil(math.sqrt(heads))
-    centre = (k - 1) // 2
+    centre = (k - 1) / 2
     return [(h % k - centre, h // k - centre) for h in range(heads)]
 
 

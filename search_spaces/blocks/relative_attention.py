@@ -15,10 +15,12 @@ from search_spaces.blocks.transformer import TransformerBlock
 @lru_cache(maxsize=64)
 def relative_index(height: int, width: int) -> torch.Tensor:
     """(H*W, H*W) index into a flattened (2H-1) x (2W-1) table: entry [i, j] is offset i - j."""
-    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    coords = torch.stack([ys.flatten(), xs.flatten()], dim=1)  # (N, 2)
-    d = coords[:, None, :] - coords[None, :, :]  # (N, N, 2), in [-(H-1), H-1] x [-(W-1), W-1]
-    return (d[..., 0] + height - 1) * (2 * width - 1) + (d[..., 1] + width - 1)
+    # Built outside inference mode: a cached inference tensor would break every later backward.
+    with torch.inference_mode(False), torch.no_grad():
+        ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        coords = torch.stack([ys.flatten(), xs.flatten()], dim=1)  # (N, 2)
+        d = coords[:, None, :] - coords[None, :, :]  # (N, N, 2), in [-(H-1), H-1] x [-(W-1), W-1]
+        return (d[..., 0] + height - 1) * (2 * width - 1) + (d[..., 1] + width - 1)
 
 
 class RelativeAttention(nn.Module):

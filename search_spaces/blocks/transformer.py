@@ -21,7 +21,8 @@ def pool_tokens(x: torch.Tensor, grid: tuple[int, int], pool: nn.Module) -> torc
 
 
 def downsampled(grid: tuple[int, int], stride: int) -> tuple[int, int]:
-    return (grid[0] // stride, grid[1] // stride) if stride > 1 else tuple(grid)
+    """The grid after a stride: rounded up, as 3x3/pad-1 pooling and strided 1x1 convs do."""
+    return ((grid[0] + stride - 1) // stride, (grid[1] + stride - 1) // stride) if stride > 1 else tuple(grid)
 
 
 class TransformerBlock(nn.Module):
