@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # our errors say what and where
         print(f"hybrid-nas {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an unwritable --out, a missing folder, a refused connection
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"hybrid-nas {args.command}: error:{where} {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -46,6 +46,26 @@ DIVERGED_KEY = "diverged"  # 1.0 in that report when training diverged
 FAILED_KEY = "failed"      # 1.0 in that report when the trial raised
 
 
+def trial_outcome(result: dict | None, objectives: Sequence[str],
+                  error: bool = False) -> tuple[str, TrialState, list[float]]:
+    """How a trial ended, as the record's status, what Optuna is told, and the objective values.
+    The one rule both the searcher and the records callback apply:
+    raised or diverged -> failed/diverged (FAIL); no final report -> pruned (early-stopped);
+    a non-finite objective -> failed (FAIL); otherwise completed (COMPLETE, with its values)."""
+    if error:
+        return "failed", TrialState.FAIL, []
+    if not result or not result.get(FINAL_KEY):
+        return "pruned", TrialState.PRUNED, []
+    if result.get(FAILED_KEY):
+        return "failed", TrialState.FAIL, []
+    if result.get(DIVERGED_KEY):
+        return "diverged", TrialState.FAIL, []
+    values = [result.get(m) for m in objectives]
+    if any(v is None or not math.isfinite(float(v)) for v in values):
+        return "failed", TrialState.FAIL, []
+    return "completed", TrialState.COMPLETE, [float(v) for v in values]
+
+
 def sample_config(trial: optuna.trial.BaseTrial, space: SearchSpace) -> dict[str, Any]:
     """Define-by-run function for OptunaSearch: one architecture, as Tune config constants."""
     arch = sample_architecture(trial, space)
@@ -104,6 +124,7 @@ class BudgetedOptunaSearch(OptunaSearch):
             return self._config(self._ot_trials[trial_id])
         if self.max_concurrent and len(self.live) >= self.max_concurrent:
             return None
+        duplicates = 0
         for _ in range(self.max_attempts):
             ot_trial = self._ot_study.ask()
             params = self._suggest_from_define_by_run_func(self._space, ot_trial)
@@ -117,6 +138,7 @@ class BudgetedOptunaSearch(OptunaSearch):
             if twin is not None:  # trained (or training) already: the same seed gives the same numbers
                 self._reject(ot_trial, arch, cost, f"duplicate of trial {twin}",
                              values=self.values.get(arch.arch_id))
+                duplicates += 1
                 continue
             if check is None or check.fits:
                 position = self.accepted
@@ -127,8 +149,10 @@ class BudgetedOptunaSearch(OptunaSearch):
                 self.trained[arch.arch_id] = trial_id
                 return self._config(ot_trial)
             self._reject(ot_trial, arch, cost, "; ".join(check.reasons))
-        message = (f"no architecture within budget after {self.max_attempts} candidates in a row; "
-                   "ending the search (raise budget.max_attempts or the budget)")
+        message = (f"no new architecture within budget after {self.max_attempts} candidates in a "
+                   f"row ({duplicates} already trained, {self.max_attempts - duplicates} over "
+                   "budget); ending the search (the space may be spent: widen it, or raise "
+                   "budget.max_attempts or the budget)")
         logger.error(message)
         (Path(self.run_dir) / records.GAVE_UP_FILE).write_text(message + "\n")
         return Searcher.FINISHED
@@ -162,6 +186,17 @@ class BudgetedOptunaSearch(OptunaSearch):
             optuna_state="COMPLETE" if values is not None else "PRUNED",
             ended=records.now_iso()))
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore the saved state, then drop the records of candidates rejected after that save:
+        the restored study hands out their trial numbers again, so those records would collide."""
+        super().restore(checkpoint_path)
+        known = len(self._ot_study.trials)
+        trials_dir = Path(self.run_dir) / records.TRIALS_DIR
+        for path in trials_dir.glob("rejected-*.json"):
+            number = path.stem.removeprefix("rejected-")
+            if number.isdigit() and int(number) >= known:
+                path.unlink()
+
     # ---- outcomes --------------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         # Nothing to tell mid-run: Optuna's intermediate values are single-objective only, and
@@ -174,7 +209,8 @@ class BudgetedOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
-        state, values = self._outcome(result, error)
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        _, state, values = trial_outcome(result, metrics, error)
         try:
             if state == TrialState.COMPLETE:
                 self._ot_study.tell(ot_trial, values[0] if len(values) == 1 else values)
@@ -186,19 +222,6 @@ class BudgetedOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
         told = self._ot_study.get_trials(deepcopy=False)[ot_trial.number].state
         records.update_record(self.run_dir, trial_id, optuna_state=told.name)
-
-    def _outcome(self, result: dict | None, error: bool) -> tuple[TrialState, list[float]]:
-        if error:
-            return TrialState.FAIL, []
-        if not result or not result.get(FINAL_KEY):
-            return TrialState.PRUNED, []  # stopped before its final report: early-stopped
-        if result.get(DIVERGED_KEY) or result.get(FAILED_KEY):
-            return TrialState.FAIL, []
-        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-        values = [result.get(m) for m in metrics]
-        if any(v is None or not math.isfinite(float(v)) for v in values):
-            return TrialState.FAIL, []
-        return TrialState.COMPLETE, [float(v) for v in values]
 
     @property
     def study(self) -> optuna.Study:

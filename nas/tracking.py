@@ -18,7 +18,7 @@ from typing import Any
 from ray import tune
 
 from nas import records
-from nas.searcher import DIVERGED_KEY, FAILED_KEY, FINAL_KEY
+from nas.searcher import DIVERGED_KEY, FAILED_KEY, FINAL_KEY, trial_outcome
 from nas.trainable import ERROR_KEY, WEIGHTS_FILE
 from search_spaces.architecture import Architecture
 
@@ -111,21 +111,20 @@ class RecordsCallback(tune.Callback):
         run_dir = run_dir_of(trial)
         target = Path(run_dir) / records.WEIGHTS_DIR / f"{trial.trial_id}.pt"
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        partial = target.with_suffix(".pt.partial")
+        shutil.copyfile(source, partial)
+        partial.replace(target)  # atomic: a reader never sees half a file
         records.update_record(run_dir, trial.trial_id,
                               weights=str(target.relative_to(run_dir)))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
-        if not last.get(FINAL_KEY):
-            status = "pruned"
-        elif last.get(FAILED_KEY):
-            status = "failed"
-        elif last.get(DIVERGED_KEY):
-            status = "diverged"
-        else:
-            status = "completed"
-        self._finish(trial, status)
+        status, _, _ = trial_outcome(last, self.objectives)
+        error = None
+        if status == "failed" and not last.get(FAILED_KEY):
+            error = "an objective is not a finite number: " + ", ".join(
+                f"{name}={last.get(name)}" for name in self.objectives)
+        self._finish(trial, status, error=error)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, "failed", error=_error_text(trial))

@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -43,7 +44,12 @@ def train_architecture(config: dict[str, Any]) -> None:
     threads = int(config.get("threads", 1))
     torch.set_num_threads(threads)
     trial_config = TrialConfig.from_dict(config["trial"])
-    trial_config = trial_config.replace(train=trial_config.train.replace(threads=threads))
+    train = trial_config.train.replace(threads=threads)
+    if train.device == "auto":
+        # Ray no longer hides GPUs from trials given none: "auto" would put every such trial
+        # on GPU 0. Use the GPU only when Ray assigned this trial one.
+        train = train.replace(device="cuda" if ray.get_gpu_ids() else "cpu")
+    trial_config = trial_config.replace(train=train)
     epochs = trial_config.train.epochs
     cheap = {"flops": float(config["cost"]["flops"]), "params": float(config["cost"]["params"])}
 
@@ -107,8 +113,9 @@ def _finished_record(run_dir: str | None, arch: Architecture) -> dict[str, Any] 
 
 
 def _replay(record: dict[str, Any], cheap: dict[str, float]) -> None:
-    history = record["history"]
-    for row in history[:-1]:
-        tune.report({**row, **cheap, FINAL_KEY: 0.0, DIVERGED_KEY: 0.0})
-    tune.report({**history[-1], **cheap, FINAL_KEY: 1.0, FAILED_KEY: 0.0,
+    """One final report of the recorded last epoch. Not epoch by epoch: the scheduler's state is
+    not restored with a run, so a fresh ASHA would judge the replayed early epochs against the new
+    session's trials and could stop (and so mark pruned) a trial that had finished. The record
+    keeps the full history."""
+    tune.report({**record["history"][-1], **cheap, FINAL_KEY: 1.0, FAILED_KEY: 0.0,
                  DIVERGED_KEY: float(record["status"] == "diverged")})

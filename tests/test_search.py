@@ -8,6 +8,7 @@ raise by the test-only fault injection (HYBRID_NAS_TEST_FAIL_TRIALS)."""
 from __future__ import annotations
 
 import math
+import json
 import os
 from pathlib import Path
 
@@ -155,7 +156,10 @@ def test_kept_weights_rebuild_the_trained_model(run):
     for r in completed:
         state = torch.load(run.path / r["weights"], weights_only=True)
         model = build_model(Architecture.from_dict(r["architecture"]))
+        fresh = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(state)  # strict: every tensor present with the right shape
+        # trained, not the initialisation: some weights moved
+        assert any(not torch.equal(fresh[k], v) for k, v in state.items() if v.is_floating_point())
 
 
 # ---- the searcher, without Ray -------------------------------------------------------------------
@@ -290,10 +294,10 @@ def test_gpus_the_cluster_lacks_are_refused_not_waited_for(tmp_path, capsys):
     path = tmp_path / "gpu.yaml"
     path.write_text(yaml.safe_dump(tiny_config(tmp_path)))
     have = 0 if not torch.cuda.is_available() else torch.cuda.device_count()
-    code = main(["search", str(path), "--gpus-per-trial", str(have + 0.5),
+    code = main(["search", str(path), "--gpus-per-trial", str(have + 1),
                  "--out", str(tmp_path / "run")])
     assert code == 2
-    assert "resources.gpus_per_trial: " in capsys.readouterr().err
+    assert "but the Ray cluster has" in capsys.readouterr().err
     assert not ray.is_initialized()  # the Ray this search started is stopped again
     assert not (tmp_path / "run").exists()
 
@@ -321,4 +325,35 @@ def test_an_architecture_is_trained_once_and_a_spent_space_ends_the_search(tmp_p
     assert len(dups) == 3 and all(r["rejection"] == "duplicate of trial t0" for r in dups)
     told = searcher.study.get_trials(deepcopy=False)
     assert [t.values for t in told[1:]] == [[0.2, 0.7]] * 3  # the twin's numbers, not retrained
-    assert (tmp_path / records.GAVE_UP_FILE).exists()
+    assert "3 already trained, 0 over budget" in (tmp_path / records.GAVE_UP_FILE).read_text()
+
+
+def test_restored_searcher_drops_rejections_made_after_its_save(tmp_path):
+    # A killed driver resumes from the searcher state Tune saved last; candidates rejected after
+    # that save get their Optuna numbers handed out again, so their records must not survive.
+    from evaluators.cost import Budget
+
+    space = default_space()
+    (tmp_path / records.TRIALS_DIR).mkdir()
+    budget = Budget(max_flops=4_000_000)  # rejects many candidates of the default space
+    searcher = BudgetedOptunaSearch(space, [("gap", "min"), ("capacity", "max")],
+                                    make_sampler("random", 0, 4), str(tmp_path), budget=budget)
+    searcher.suggest("t1")
+    searcher.save(str(tmp_path / "state.pkl"))
+    saved_numbers = len(searcher.study.trials)
+    for i in range(2, 6):
+        searcher.suggest(f"t{i}")
+    assert len(searcher.study.trials) > saved_numbers
+    late = [p for p in (tmp_path / records.TRIALS_DIR).glob("rejected-*.json")
+            if int(p.stem.split("-")[1]) >= saved_numbers]
+    assert late, "the test needs rejections after the save"
+    restored = BudgetedOptunaSearch(space, [("gap", "min"), ("capacity", "max")],
+                                    make_sampler("random", 0, 4), str(tmp_path), budget=budget)
+    restored.restore(str(tmp_path / "state.pkl"))
+    left = {p.name for p in (tmp_path / records.TRIALS_DIR).glob("rejected-*.json")}
+    assert all(p.name not in left for p in late)
+    assert all(int(name[len("rejected-"):-len(".json")]) < saved_numbers for name in left)
+    restored.suggest("t2")
+    numbers = [json.loads(p.read_text())["number"]
+               for p in (tmp_path / records.TRIALS_DIR).glob("rejected-*.json")]
+    assert len(numbers) == len(set(numbers))  # no number stands for two candidates

@@ -18,7 +18,9 @@ def register(subparsers) -> None:
     parser.add_argument("config", nargs="?", type=Path, metavar="CONFIG",
                         help="search config YAML (default: the built-in nas/default_search.yaml)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                        help="continue the interrupted search in RUN_DIR (its stored config is used)")
+                        help="continue the interrupted search in RUN_DIR (its stored config is used). "
+                             "Ray Tune restores its state by unpickling RUN_DIR/ray: resume only "
+                             "run directories you created yourself")
     parser.add_argument("--address", metavar="ADDR",
                         help="join this Ray cluster (e.g. auto or HOST:6379; RUN_DIR must be on "
                              "storage every node sees); default: start a local Ray")
@@ -40,9 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from nas.search import search
 
     if args.resume is not None:
-        if args.config is not None or args.trials is not None or args.out is not None:
+        if (args.config is not None or args.trials is not None or args.out is not None
+                or args.concurrent is not None):
             raise ValueError("--resume continues a run with its stored config: "
-                             "CONFIG, --trials and --out cannot be combined with it")
+                             "CONFIG, --trials, --concurrent and --out cannot be combined with it")
         config = SearchConfig.from_dict(read_run(args.resume).config)
     else:
         config = load_config(args.config)
