@@ -1,13 +1,16 @@
 """Get the chosen networks out of a run: YAML configs with their metrics, and a one-call rebuild.
 
 An exported config is a mapping `{architecture, arch_id, layout, trial_id, run_dir, metrics,
-objectives, pareto_rank, cost, weights}`; `Architecture.load(path)` reads it as a plain
+objectives, pareto_rank, cost, weights, input}` (`input`: the data set, the per-channel mean/std
+the weights expect and the class names); `Architecture.load(path)` reads it as a plain
 architecture too. `build(path)` returns the model, with the trained weights when the run kept them.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ import torch
 import yaml
 from torch import nn
 
+from evaluators.data import load_data
 from nas.config import METRIC_DIRECTIONS
 from results.pareto import objective_column
 from results.table import FINISHED, Run, load_table, read_run, table_objectives
@@ -107,19 +111,45 @@ def export_architectures(run_dir: str | Path, out_dir: str | Path | None = None,
     for position, row in enumerate(chosen.itertuples(index=False), start=1):
         record = records[row.trial_id]
         path = out / f"{position:02d}-{row.layout}-{row.arch_id}.yaml"
-        path.write_text(yaml.safe_dump(exported_config(run, record, row.pareto_rank), sort_keys=False))
+        config = exported_config(run, record, row.pareto_rank, out)
+        config["input"] = input_preprocessing(run.config.get("trial") or {}, record["_arch"])
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
         paths.append(path)
     return paths
 
 
-def exported_config(run: Run, record: dict, pareto_rank: float) -> dict[str, Any]:
-    """The YAML mapping for one trial record."""
+@functools.lru_cache(maxsize=8)
+def _preprocessing(data: str, data_path: str | None, resolution: int, val_fraction: float,
+                   data_seed: int, in_channels: int) -> dict[str, Any]:
+    images = load_data(data, resolution, path=data_path, val_fraction=val_fraction, seed=data_seed,
+                       in_channels=in_channels)
+    return {"data": data, "data_path": data_path, "resolution": resolution,
+            "in_channels": in_channels, "mean": list(images.mean), "std": list(images.std),
+            "class_names": list(images.class_names)}
+
+
+def input_preprocessing(trial: dict, arch: Architecture) -> dict[str, Any] | None:
+    """What the trained weights expect as input: the data set, the per-channel mean and std the
+    trial normalised with (pixels in [0, 1]) and the class names, recomputed from the run's
+    trial config. None (with a warning) when that data cannot be read here any more."""
+    try:
+        return _preprocessing(trial.get("data", "digits"), trial.get("data_path"),
+                              int(trial.get("resolution") or arch.resolution),
+                              float(trial.get("val_fraction", 0.2)), int(trial.get("data_seed", 0)),
+                              arch.in_channels)
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"input normalisation not exported: {exc}", stacklevel=2)
+        return None
+
+
+def exported_config(run: Run, record: dict, pareto_rank: float, out_dir: Path) -> dict[str, Any]:
+    """The YAML mapping for one trial record (weights as a path relative to `out_dir`)."""
     arch: Architecture = record["_arch"]
     weights = None
     if record.get("weights"):
         candidate = (run.path / record["weights"]).resolve()
         if candidate.is_file():
-            weights = str(candidate)
+            weights = os.path.relpath(candidate, Path(out_dir).resolve())
         else:
             warnings.warn(f"trial {record['trial_id']}: recorded weights {candidate} are missing; "
                           "exporting without them", stacklevel=2)
@@ -165,7 +195,7 @@ def read_config(path: str | Path) -> ExportedConfig:
         raise ExportError(str(exc), path) from None
     weights = data.get("weights") if exported else None
     if weights is not None:
-        weights = Path(weights) if Path(weights).is_absolute() else path.parent / weights
+        weights = Path(weights) if Path(weights).is_absolute() else (path.parent / weights).resolve()
     return ExportedConfig(path, arch, data.get("arch_id") if exported else None,
                           dict(data.get("metrics") or {}), dict(data.get("cost") or {}), weights)
 

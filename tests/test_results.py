@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from nas import records as run_format
+from evaluators.data import load_data
 from nas.cli import main
 from results.export import build, export_architectures
 from results.figures import build_figures
@@ -281,6 +282,11 @@ def test_export_pareto_then_build_gives_the_same_model(run, tmp_path, capsys):
         assert main(["build", str(path), "--no-weights"]) == 0
         printed = capsys.readouterr().out
         assert record["arch_id"] in printed and f"{record['cost']['params']:,}" in printed
+    # the input the weights expect: the digits normalisation the trials used, and the classes
+    digits = load_data("digits", configs[0]["architecture"]["resolution"], in_channels=1)
+    assert configs[0]["input"]["mean"] == pytest.approx(list(digits.mean))
+    assert configs[0]["input"]["std"] == pytest.approx(list(digits.std))
+    assert configs[0]["input"]["class_names"] == list(digits.class_names)
 
 
 def test_export_top_k_by_metric_and_trained_weights_load(run, tmp_path, capsys):
