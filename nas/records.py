@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import yaml
 
-STATUSES = ("running", "completed", "pruned", "failed", "diverged", "rejected")
+STATUSES = ("completed", "pruned", "failed", "diverged", "rejected", "running")  # report order
 FINISHED = ("completed", "pruned", "failed", "diverged")  # trained trials that ended
 CONFIG_FILE = "search.yaml"
 SUMMARY_FILE = "summary.json"

@@ -25,7 +25,7 @@ from torch import nn
 from evaluators.data import load_data
 from nas.config import METRIC_DIRECTIONS
 from results.pareto import objective_column
-from results.table import FINISHED, Run, load_table, read_run, table_objectives
+from results.table import COMPLETED, Run, load_table, read_run, table_objectives
 from search_spaces.architecture import Architecture, ArchitectureError
 from search_spaces.model import build_model
 
@@ -54,7 +54,7 @@ def choose(table: pd.DataFrame, pareto: bool = False, top: int | None = None, by
            minimize: bool | None = None) -> pd.DataFrame:
     """Completed trials on the first Pareto front of the run's objectives (ordered by the first
     objective), or the `top` trials by metric `by` (direction inferred unless `minimize` is given)."""
-    done = table[table["status"] == FINISHED]
+    done = table[table["status"] == COMPLETED]
     if pareto == (top is not None):
         raise ExportError("choose either the Pareto front (--pareto) or the top K (--top K --by METRIC)")
     if pareto:
@@ -96,16 +96,20 @@ def _metric_column(table: pd.DataFrame, name: str) -> str:
 def export_architectures(run_dir: str | Path, out_dir: str | Path | None = None, pareto: bool = False,
                          top: int | None = None, by: str | None = None,
                          minimize: bool | None = None) -> list[Path]:
-    """Write one YAML config per chosen trial into `out_dir` (default RUN_DIR/exported) and return
-    the paths. A repeated architecture is written once, for its best trial."""
+    """Write one YAML config per chosen trial into `out_dir` (default RUN_DIR/exported/pareto or
+    RUN_DIR/exported/top<K>-<METRIC>) and return the paths. A repeated architecture is written
+    once, for its best trial; earlier exports in that folder (`NN-*.yaml`) are replaced."""
     run = read_run(run_dir)
     table = load_table(run)
     chosen = choose(table, pareto=pareto, top=top, by=by, minimize=minimize)
     chosen = chosen.drop_duplicates("arch_id", keep="first")
     if not len(chosen):
         raise ExportError("no completed trial to export yet", run.path)
-    out = Path(out_dir) if out_dir is not None else run.path / "exported"
+    selection = "pareto" if pareto else f"top{top}-{by}"
+    out = Path(out_dir) if out_dir is not None else run.path / "exported" / selection
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("[0-9][0-9]-*.yaml"):  # a previous export of this folder: replaced whole
+        old.unlink()
     records = {str(r["trial_id"]): r for r in run.records}
     paths = []
     for position, row in enumerate(chosen.itertuples(index=False), start=1):

@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 
 from results.formatting import fmt, si
 from results.pareto import pareto_ranks
-from results.table import FINISHED, table_objectives
+from results.table import COMPLETED, table_objectives
 
 # Metrics shown in hover text when present, in this order.
 HOVER_METRICS = ("val_acc", "gap", "capacity", "gap_acc", "val_loss", "train_loss_full",
@@ -35,7 +35,7 @@ _PALETTE = qualitative.Plotly + qualitative.D3
 
 def build_figures(table: pd.DataFrame) -> dict[str, go.Figure]:
     """The report's figures over the completed trials of `table` (from load_table)."""
-    done = table[table["status"] == FINISHED].reset_index(drop=True)
+    done = table[table["status"] == COMPLETED].reset_index(drop=True)
     colours = {layout: _PALETTE[i % len(_PALETTE)]
                for i, layout in enumerate(sorted(table["layout"].dropna().unique()))}
     hover = done.apply(_hover_text, axis=1) if len(done) else pd.Series(dtype=str)

@@ -83,7 +83,7 @@ for (const holder of document.querySelectorAll('script.figure-data')) {
 def render_html(table: pd.DataFrame, figures: dict[str, go.Figure], config: dict) -> str:
     """The page: a header with the run's summary, then each figure; plotly.js is inlined once."""
     run_dir = table.attrs.get("run_dir", "")
-    parts = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>",
+    parts = ["<!DOCTYPE html>\n<html><head><meta charset='utf-8'>",
              f"<title>hybrid-nas report: {html.escape(Path(run_dir).name)}</title>",
              f"<style>{_STYLE}</style>",
              f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script>",

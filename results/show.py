@@ -9,7 +9,7 @@ import pandas as pd
 from results.export import choose, metric_direction
 from results.formatting import si
 from results.pareto import objective_column
-from results.table import FINISHED, STATUSES, load_table, table_objectives
+from results.table import COMPLETED, STATUSES, load_table, table_objectives
 
 
 def format_best(run_dir: str | Path, top: int = 10, by: str | None = None,
@@ -31,7 +31,7 @@ def format_best(run_dir: str | Path, top: int = 10, by: str | None = None,
         direction = ("min" if minimize else "max") if minimize is not None else metric_direction(table, by)
         title = f"top {len(rows)} by {by} ({'lower' if direction == 'min' else 'higher'} is better)"
     else:
-        done = table[(table["status"] == FINISHED) & table["pareto_rank"].notna()]
+        done = table[(table["status"] == COMPLETED) & table["pareto_rank"].notna()]
         keys = ["pareto_rank"] + [objective_column(done, objectives[0].name)] if len(done) else []
         ascending = [True, objectives[0].direction == "min"] if len(done) else []
         rows = done.sort_values(keys, ascending=ascending, kind="stable").head(top) if keys else done

@@ -23,9 +23,8 @@ from nas import records as run_format
 from results.pareto import Objective, as_objectives, rank_trials
 from search_spaces.architecture import Architecture, ArchitectureError
 
-# Statuses in the order the report lists them (the set is nas.records.STATUSES).
-STATUSES = ("completed", "pruned", "failed", "diverged", "rejected", "running")
-FINISHED = "completed"
+STATUSES = run_format.STATUSES
+COMPLETED = "completed"  # the only status that ranks (trained its whole budget)
 STAGE_FIELDS = ("block", "depth", "width", "stride", "head_size", "expansion", "pos_embed")
 _REQUIRED = ("trial_id", "status", "architecture")
 # Columns a metric may not take (it is then prefixed `metric_`).

@@ -27,7 +27,7 @@ from results.export import build, export_architectures
 from results.figures import build_figures
 from results.pareto import pareto_ranks
 from results.report import write_report
-from results.table import (STATUSES, RunDirectoryError, UnreadableRecordWarning, load_table,
+from results.table import (RunDirectoryError, UnreadableRecordWarning, load_table,
                            save_table)
 from run_factory import (OBJECTIVES, SEED, make_record, sample_architectures, write_record,
                          write_run)
@@ -82,10 +82,6 @@ def test_table_has_one_row_per_trial_with_choices_cost_and_metrics(run):
     assert rejected["rejection"].str.contains("max_flops").all()
     assert table.loc[table["status"] == "failed", "error"].str.contains("boom").all()
     assert set(table["status"]) == {"completed", "pruned", "failed", "diverged", "rejected"}
-
-
-def test_statuses_are_the_run_format_statuses():
-    assert sorted(STATUSES) == sorted(run_format.STATUSES)
 
 
 def test_table_ranks_only_completed_trials(run):
@@ -287,6 +283,19 @@ def test_export_pareto_then_build_gives_the_same_model(run, tmp_path, capsys):
     assert configs[0]["input"]["mean"] == pytest.approx(list(digits.mean))
     assert configs[0]["input"]["std"] == pytest.approx(list(digits.std))
     assert configs[0]["input"]["class_names"] == list(digits.class_names)
+
+
+def test_exporting_again_replaces_the_earlier_export(run):
+    run_dir, records = run
+    first = export_architectures(run_dir, pareto=True)
+    top = export_architectures(run_dir, top=1, by="val_acc")
+    stale = first[0].parent / "09-C-C-C-C-0123456789abcdef.yaml"  # from an earlier, larger front
+    stale.write_text(first[0].read_text())
+    again = export_architectures(run_dir, pareto=True)
+    assert not stale.exists()
+    assert [p.name for p in again] == [p.name for p in first]
+    assert sorted(first[0].parent.glob("*.yaml")) == sorted(again)  # nothing left over
+    assert top[0].parent != first[0].parent and top[0].exists()
 
 
 def test_export_top_k_by_metric_and_trained_weights_load(run, tmp_path, capsys):

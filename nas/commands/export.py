@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     direction.add_argument("--max", dest="minimize", action="store_false",
                            help="higher is better for --by")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="output folder (default: RUN_DIR/exported)")
+                        help="output folder (default: RUN_DIR/exported/pareto or RUN_DIR/exported/topK-METRIC; "
+                             "an earlier export there is replaced)")
     parser.set_defaults(func=run)
 
 
