@@ -15,20 +15,7 @@ from torch import nn
 from search_spaces.architecture import Architecture, Stage
 from search_spaces.blocks import (ConvStem, GatedPositionalAttention, GPSABlock, MBConv, PatchStem,
                                   PoolHead, RelTransformerBlock, TokenHead, ViTBlock)
-from search_spaces.blocks.transformer import downsampled
-
-Grid = tuple[int, int]
-
-
-def tokens_to_map(x: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """(B, H*W, C) -> (B, C, H, W)."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], grid[0], grid[1])
-
-
-def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H*W, C)."""
-    return x.flatten(2).transpose(1, 2)
-
+from search_spaces.blocks.grid import Grid, downsampled, map_to_tokens, tokens_to_map
 
 class ConvStage(nn.Module):
     """A stage of `C` blocks; the first applies the stride and the width change."""

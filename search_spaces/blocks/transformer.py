@@ -10,19 +10,13 @@ import torch
 from torch import nn
 
 from search_spaces.blocks.ffn import FeedForward, init_linear_
+from search_spaces.blocks.grid import Grid, downsampled, map_to_tokens, tokens_to_map
 from search_spaces.blocks.mbconv import downsample_pool
 
 
-def pool_tokens(x: torch.Tensor, grid: tuple[int, int], pool: nn.Module) -> torch.Tensor:
+def pool_tokens(x: torch.Tensor, grid: Grid, pool: nn.Module) -> torch.Tensor:
     """Pool patch tokens on their 2-D grid: (B, H*W, C) -> (B, H'*W', C)."""
-    b, n, c = x.shape
-    x = x.transpose(1, 2).reshape(b, c, grid[0], grid[1])
-    return pool(x).flatten(2).transpose(1, 2)
-
-
-def downsampled(grid: tuple[int, int], stride: int) -> tuple[int, int]:
-    """The grid after a stride: rounded up, as 3x3/pad-1 pooling and strided 1x1 convs do."""
-    return ((grid[0] + stride - 1) // stride, (grid[1] + stride - 1) // stride) if stride > 1 else tuple(grid)
+    return map_to_tokens(pool(tokens_to_map(x, grid)))
 
 
 class TransformerBlock(nn.Module):
