@@ -169,8 +169,7 @@ class Architecture:
         for i, s in enumerate(stages_data):
             stages.append(Stage(**_pick(s, f"stages[{i}]", Stage, {"block", "depth", "width"})))
         top.pop("format", None)
-        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-        top = {k: typed(v, types[k], k, ArchitectureError) for k, v in top.items()}
+        top = _pick(top, "", cls)
         return cls(stem=stem, stages=tuple(stages), **top)
 
     @classmethod
@@ -200,7 +199,7 @@ def _pick(data: Mapping[str, Any], where: str, cls: type, required: set[str] = f
     """The fields of `cls` from `data`, each checked against its annotation."""
     values = check_keys(data, where, _field_names(cls), required, ArchitectureError)
     types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-    return {name: typed(value, types[name], f"{where}.{name}", ArchitectureError)
+    return {name: typed(value, types[name], f"{where}.{name}" if where else name, ArchitectureError)
             for name, value in values.items()}
 
 
