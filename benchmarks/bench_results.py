@@ -2,7 +2,7 @@
 
     python benchmarks/bench_results.py [--trials 10000]
 
-Records are written with nas/records.py; architectures are real (a pool sampled from the default
+Records are written with results/run_directory.py; architectures are real (a pool sampled from the default
 space, priced once with count_cost) and metrics are random. Prints seconds per step.
 """
 
@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from results.figures import build_figures  # noqa: E402
 from results.pareto import pareto_ranks  # noqa: E402
 from results.report import render_html  # noqa: E402
-from results.table import load_table, read_run, save_table  # noqa: E402
+from results.run_directory import read_run  # noqa: E402
+from results.table import load_table, save_table  # noqa: E402
 from run_factory import make_record, sample_architectures, write_record, write_run  # noqa: E402
 
 

@@ -32,7 +32,7 @@ logging.getLogger("fvcore.nn.jit_analysis").setLevel(logging.ERROR)
 # Ops our blocks call that do no multiply-adds worth counting (elementwise by convention).
 ELEMENTWISE_OPS = (
     "aten::add", "aten::add_", "aten::sub", "aten::rsub", "aten::mul", "aten::mul_", "aten::div",
-    "aten::gelu", "aten::sigmoid", "aten::softmax", "aten::mean", "aten::avg_pool2d",
+    "aten::gelu", "aten::sigmoid", "aten::softmax", "aten::mean", "aten::sum", "aten::avg_pool2d",
     "aten::expand_as", "aten::repeat", "aten::pow",
     # constant index arithmetic traced when a grid is first seen (relative offsets)
     "aten::meshgrid", "aten::stack",

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import torch
 
-from evaluators.datasets.cifar10 import read_cifar10
-from evaluators.datasets.digits import read_digits
-from evaluators.datasets.imagefolder import read_imagefolder
-from evaluators.datasets.raw import DataError, DataNotFoundError, RawImages
+from evaluators.datasets.cifar10 import describe_cifar10, read_cifar10
+from evaluators.datasets.digits import describe_digits, read_digits
+from evaluators.datasets.imagefolder import describe_imagefolder, read_imagefolder
+from evaluators.datasets.raw import DataError, DataInfo, DataNotFoundError, RawImages
 
 DATASET_NAMES = ("digits", "cifar10", "imagefolder")
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
-__all__ = ["DATASET_NAMES", "DataError", "DataNotFoundError", "ImageData", "load_data", "small_data"]
+__all__ = ["DATASET_NAMES", "DataError", "DataInfo", "DataNotFoundError", "ImageData", "describe_data",
+           "load_data", "small_data"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +56,21 @@ class ImageData:
                 f"classes={self.num_classes}, shape={tuple(self.train_x.shape[1:])})")
 
 
+def describe_data(name: str = "digits", path: str | Path | None = None) -> DataInfo:
+    """Class names and channels of a data set without decoding its images (what a search driver
+    needs to shape its space). Raises DataError for a data set a classifier cannot be trained on
+    (fewer than two classes), DataNotFoundError for a missing one."""
+    _check_name(name, path)
+    if name == "digits":
+        info = describe_digits()
+    elif name == "cifar10":
+        info = describe_cifar10(path)
+    else:
+        info = describe_imagefolder(path)
+    _require_two_classes(name, path, info.class_names)
+    return info
+
+
 def load_data(name: str = "digits", resolution: int = 32, path: str | Path | None = None,
               val_fraction: float = 0.2, seed: int = 0, in_channels: int | None = None) -> ImageData:
     """Read data set `name` at `resolution` x `resolution` and split it into train/validation.
@@ -64,6 +80,7 @@ def load_data(name: str = "digits", resolution: int = 32, path: str | Path | Non
     architecture wants another channel count (None: the data set's own).
     """
     raw = _read(name, resolution, path, in_channels)
+    _require_two_classes(name, path, raw.class_names)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     if raw.val_images is None:
@@ -115,15 +132,26 @@ def _read(name: str, resolution: int, path: str | Path | None, in_channels: int 
         raise DataError(f"resolution must be a positive integer, got {resolution!r}")
     if in_channels not in (None, 1, 3):
         raise DataError(f"in_channels must be 1 or 3, got {in_channels!r}")
+    _check_name(name, path)
     if name == "digits":
         return read_digits(resolution)
-    if name not in DATASET_NAMES:
-        raise DataError(f"unknown data set {name!r} (known: {list(DATASET_NAMES)})")
-    if path is None:
-        raise DataError(f"data set {name!r} is read from a local directory: give its path")
     if name == "cifar10":
         return read_cifar10(path, resolution)
     return read_imagefolder(path, resolution, channels=in_channels or 3)
+
+
+def _check_name(name: str, path: str | Path | None) -> None:
+    if name not in DATASET_NAMES:
+        raise DataError(f"unknown data set {name!r} (known: {list(DATASET_NAMES)})")
+    if name != "digits" and path is None:
+        raise DataError(f"data set {name!r} is read from a local directory: give its path")
+
+
+def _require_two_classes(name: str, path: str | Path | None, class_names: tuple[str, ...]) -> None:
+    if len(class_names) < 2:
+        where = f" in {path}" if path is not None else ""
+        raise DataError(f"{name}: found {len(class_names)} class{where} "
+                        f"({', '.join(class_names) or 'none'}); a classifier needs at least 2")
 
 
 def _stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,19 +15,12 @@ from typing import Any, Mapping
 import yaml
 
 from evaluators.trial import TrialConfig
+from results.objectives import METRIC_DIRECTIONS, Objective
 from search_spaces.fields import FieldError, check_keys, from_mapping, typed
 from search_spaces.space import SearchSpace
 
 DEFAULT_CONFIG = "default_search.yaml"
 
-# Metrics a trial reports (evaluators.trial) plus the cheap ones the search adds, each with the
-# direction that is better. Objectives and the scheduler metric must come from this table.
-METRIC_DIRECTIONS = {
-    "gap": "min", "gap_acc": "min", "capacity": "max", "val_acc": "max", "val_loss": "min",
-    "val_acc_at_matched_loss": "max", "train_loss_full": "min", "train_acc_full": "max",
-    "train_loss_small": "min", "val_acc_small": "max", "images_per_s": "max",
-    "flops": "min", "params": "min", "latency_ms": "min",
-}
 SAMPLERS = ("tpe", "nsga2", "random")
 SCHEDULERS = ("asha", "none")
 
@@ -36,19 +29,6 @@ class SearchConfigError(FieldError):
     """A malformed search config; `field` is the dotted path of the offending field."""
 
     prefix = "search."
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One objective of a search: a metric name and whether smaller or larger is better."""
-
-    name: str
-    direction: str = "min"
-
-    def __post_init__(self) -> None:
-        if self.direction not in ("min", "max"):
-            raise ValueError(f"objective {self.name!r}: direction must be 'min' or 'max', "
-                             f"got {self.direction!r}")
 
 
 @dataclass(frozen=True)

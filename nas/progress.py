@@ -15,7 +15,8 @@ from typing import Any, Sequence, TextIO
 
 from ray import tune
 
-from nas import records
+from results.pareto import pareto_ranks
+from results.run_directory import FINISHED, STATUSES, RunDirError, RunDirectory, now_iso
 
 BEST_METRIC = "val_acc"
 
@@ -23,7 +24,7 @@ BEST_METRIC = "val_acc"
 def counts(recs: Sequence[dict[str, Any]]) -> dict[str, int]:
     """Number of records per status (every status present, zero if none)."""
     found = Counter(r.get("status") for r in recs)
-    return {status: found.get(status, 0) for status in records.STATUSES}
+    return {status: found.get(status, 0) for status in STATUSES}
 
 
 def best(recs: Sequence[dict[str, Any]], metric: str, direction: str = "max",
@@ -37,22 +38,18 @@ def best(recs: Sequence[dict[str, Any]], metric: str, direction: str = "max",
 
 def pareto_front(recs: Sequence[dict[str, Any]], objectives: Sequence[dict[str, str]]) -> list[str]:
     """trial_ids of the completed trials no other completed trial dominates."""
-    signs = [1.0 if o["direction"] == "min" else -1.0 for o in objectives]
-    points = []
-    for r in recs:
-        values = [r.get("objectives", {}).get(o["name"]) for o in objectives]
-        if r.get("status") == "completed" and all(_finite(v) for v in values):
-            points.append((r["trial_id"], [s * float(v) for s, v in zip(signs, values)]))
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
-
-    return [tid for tid, p in points if not any(dominates(q, p) for _, q in points)]
+    eligible = [r for r in recs if r.get("status") == "completed"
+                and all(_finite(r.get("objectives", {}).get(o["name"])) for o in objectives)]
+    if not eligible:
+        return []
+    values = [[float(r["objectives"][o["name"]]) for o in objectives] for r in eligible]
+    ranks = pareto_ranks(values, [o["direction"] for o in objectives])
+    return [r["trial_id"] for r, rank in zip(eligible, ranks) if rank == 0]
 
 
 def progress_line(recs: Sequence[dict[str, Any]], num_trials: int, elapsed_s: float) -> str:
     c = counts(recs)
-    trained = sum(c[s] for s in records.FINISHED)
+    trained = sum(c[s] for s in FINISHED)
     line = (f"[{elapsed_s:5.0f}s] {trained}/{num_trials} trained: {c['completed']} completed, "
             f"{c['pruned']} pruned, {c['failed'] + c['diverged']} failed | {c['running']} running"
             f" | {c['rejected']} rejected")
@@ -79,8 +76,8 @@ class ProgressCallback(tune.Callback):
     def _print(self, trial: Any, event: str) -> None:
         from nas.tracking import run_dir_of
         try:
-            recs = records.read_records(run_dir_of(trial))
-        except records.RunDirError:
+            recs = RunDirectory(run_dir_of(trial)).read_records()
+        except RunDirError:
             return
         line = progress_line(recs, self.num_trials, time.time() - self._t0)
         mine = next((r for r in recs if r["trial_id"] == trial.trial_id), None)
@@ -103,7 +100,7 @@ class ProgressCallback(tune.Callback):
 def summarize(run_dir: str, objectives: Sequence[dict[str, str]], num_trials: int,
               wall_time_s: float, ray_startup_s: float | None, interrupted: bool) -> dict[str, Any]:
     """Counts, rejection reasons, best trials and the Pareto front, from the records."""
-    recs = records.read_records(run_dir)
+    recs = RunDirectory(run_dir).read_records()
     c = counts(recs)
     reasons: Counter[str] = Counter()
     for r in recs:
@@ -116,7 +113,7 @@ def summarize(run_dir: str, objectives: Sequence[dict[str, str]], num_trials: in
         if top is not None:
             best_by[o["name"]] = {"trial_id": top["trial_id"], "layout": top["layout"],
                                   "arch_id": top["arch_id"], "value": top["metrics"][o["name"]]}
-    trained = sum(c[s] for s in records.FINISHED)
+    trained = sum(c[s] for s in FINISHED)
     return {
         "run_dir": str(run_dir),
         "interrupted": interrupted,
@@ -129,7 +126,7 @@ def summarize(run_dir: str, objectives: Sequence[dict[str, str]], num_trials: in
         "pareto_front": pareto_front(recs, objectives),
         "wall_time_s": round(wall_time_s, 2),
         "ray_startup_s": None if ray_startup_s is None else round(ray_startup_s, 2),
-        "ended": records.now_iso(),
+        "ended": now_iso(),
     }
 
 

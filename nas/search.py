@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from nas import records
-from nas.config import METRIC_DIRECTIONS, SearchConfig, SearchConfigError, default_config
+from nas.config import SearchConfig, SearchConfigError, default_config
 from nas.progress import ProgressCallback, format_summary, summarize
+from results.objectives import METRIC_DIRECTIONS
+from results.run_directory import FINISHED, RAY_DIR, RunDirError, RunDirectory, read_run
 from search_spaces.space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 # Experiment state (trial statuses + searcher) is saved at most this often (seconds); a killed
 # driver loses at most this much Tune state (the trainable replays trials that had finished).
 CHECKPOINT_PERIOD_S = "1"
+LOCAL_NODE_IP = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -62,16 +64,15 @@ def new_run_dir(config: SearchConfig) -> Path:
 
 
 def resolve_space(config: SearchConfig) -> SearchSpace:
-    """The config's space matched to the data set (classes) and the trial's resolution."""
-    from evaluators.data import load_data
+    """The config's space matched to the data set (classes, from its listing: no image is
+    decoded here) and the trial's resolution."""
+    from evaluators.data import describe_data
 
     space = config.load_space()
     resolution = config.trial.resolution or space.resolution
-    data = load_data(config.trial.data, resolution,
-                     path=None if config.trial.data_path is None else Path(config.trial.data_path),
-                     val_fraction=config.trial.val_fraction, seed=config.trial.data_seed)
+    info = describe_data(config.trial.data, config.trial.data_path)
     try:
-        return space.replace(resolution=resolution, num_classes=data.num_classes)
+        return space.replace(resolution=resolution, num_classes=info.num_classes)
     except ValueError as exc:
         raise SearchConfigError("trial.resolution", f"does not suit the space: {exc}") from None
 
@@ -94,12 +95,15 @@ def make_budget(config: SearchConfig, space: SearchSpace):
 
 
 def search(config: SearchConfig | None = None, run_dir: str | Path | None = None,
-           resume: bool = False, address: str | None = None) -> RunSummary:
+           resume: bool = False, address: str | None = None,
+           trainable: Callable[[dict[str, Any]], None] | None = None) -> RunSummary:
     """Run (or with `resume=True` continue) a search; returns its summary.
 
     resume: `run_dir` must be an interrupted run; its stored config is used, except `resources`
     when a `config` is given (e.g. other GPUs per trial). address: join this Ray cluster
-    (shared storage needed for RUN_DIR); default: start a local Ray.
+    (shared storage needed for RUN_DIR); default: start a local Ray. trainable: the function each
+    trial runs (default `nas.trainable.train_architecture`); wrap that one to add logging,
+    profiling or faults around every trial.
     """
     started = time.time()
     if resume:
@@ -108,8 +112,8 @@ def search(config: SearchConfig | None = None, run_dir: str | Path | None = None
         config = config or default_config()
         run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
         if run_dir.exists() and any(run_dir.iterdir()):
-            raise records.RunDirError(f"{run_dir}: run directory exists and is not empty "
-                                      f"(continue it with --resume {run_dir})")
+            raise RunDirError(run_dir, f"run directory exists and is not empty "
+                                       f"(continue it with --resume {run_dir})")
     run_dir = run_dir.resolve()
     space = resolve_space(config)
     budget = make_budget(config, space)  # fails before Ray starts
@@ -122,11 +126,14 @@ def search(config: SearchConfig | None = None, run_dir: str | Path | None = None
     ray_startup_s = time.time() - t0
     try:
         _check_resources(config)
-        (run_dir / records.TRIALS_DIR).mkdir(parents=True, exist_ok=True)
+        store = RunDirectory(run_dir)
+        store.create()
         if not resume:
-            records.write_config(run_dir, config.to_dict())
-        records.clear_summary(run_dir)
-        tuner = _restore_tuner(run_dir, config) if resume else _new_tuner(run_dir, config, space, budget)
+            store.write_config(config.to_dict())
+        store.clear_summary()
+        trial_fn = _trainable(config, trainable)
+        tuner = (_restore_tuner(run_dir, config, trial_fn) if resume
+                 else _new_tuner(run_dir, config, space, budget, trial_fn))
         print(f"search: {config.num_trials} trials of {config.epochs} epochs, "
               f"{config.resources.max_concurrent_trials} at a time -> {run_dir}", flush=True)
         results = tuner.fit()
@@ -134,14 +141,15 @@ def search(config: SearchConfig | None = None, run_dir: str | Path | None = None
     finally:
         if started_ray:
             ray.shutdown()
-    trained = sum(1 for r in records.read_records(run_dir) if r["status"] in records.FINISHED)
+    store = RunDirectory(run_dir)
+    trained = sum(1 for r in store.read_records() if r["status"] in FINISHED)
     interrupted = unfinished > 0 or (trained < config.num_trials and len(results) < config.num_trials
-                                     and not _searcher_gave_up(run_dir))
+                                     and store.gave_up() is None)
     objectives = [{"name": o.name, "direction": o.direction} for o in config.objectives]
     data = summarize(str(run_dir), objectives, config.num_trials, time.time() - started,
                      ray_startup_s, interrupted)
     if not interrupted:
-        records.write_summary(run_dir, data)
+        store.write_summary(data)
     summary = RunSummary(run_dir=run_dir, interrupted=interrupted, data=data)
     print(summary, flush=True)
     return summary
@@ -151,10 +159,10 @@ def _resumable(run_dir: str | Path | None, config: SearchConfig | None) -> tuple
     if run_dir is None:
         raise ValueError("resume: give the run directory to continue")
     run_dir = Path(run_dir)
-    run = records.read_run(run_dir)  # RunDirError (a ValueError) names what is wrong
-    if not (run_dir / records.RAY_DIR / "tuner.pkl").exists():
-        raise records.RunDirError(f"{run_dir}: no Ray Tune state in {records.RAY_DIR}/ to resume "
-                                  "(the search never started)")
+    run = read_run(run_dir)  # RunDirError (a ValueError) names what is wrong
+    if not (run_dir / RAY_DIR / "tuner.pkl").exists():
+        raise RunDirError(run_dir, f"no Ray Tune state in {RAY_DIR}/ to resume "
+                                   "(the search never started)")
     stored = SearchConfig.from_dict(run.config)
     if config is not None:
         stored = stored.replace(resources=config.resources)
@@ -179,6 +187,7 @@ def _start_ray(config: SearchConfig, address: str | None) -> bool:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
         ray.init(num_cpus=config.resources.num_cpus, include_dashboard=False,
+                 _node_ip_address=LOCAL_NODE_IP,  # a local Ray talks to itself over loopback only
                  logging_level=logging.WARNING, log_to_driver=False)
     return True
 
@@ -196,13 +205,14 @@ def _check_resources(config: SearchConfig) -> None:
                                     f"has {have.get(key, 0.0):g} {key}s")
 
 
-def _trainable(config: SearchConfig):
+def _trainable(config: SearchConfig, trainable: Callable[[dict[str, Any]], None] | None):
     from ray import tune
 
     from nas.trainable import train_architecture
 
     r = config.resources
-    return tune.with_resources(train_architecture, {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})
+    return tune.with_resources(trainable or train_architecture,
+                               {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})
 
 
 def _param_space(run_dir: Path, config: SearchConfig) -> dict[str, Any]:
@@ -215,7 +225,7 @@ def trial_dirname(trial: Any) -> str:
     return trial.trial_id
 
 
-def _new_tuner(run_dir: Path, config: SearchConfig, space: SearchSpace, budget):
+def _new_tuner(run_dir: Path, config: SearchConfig, space: SearchSpace, budget, trial_fn):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -237,14 +247,14 @@ def _new_tuner(run_dir: Path, config: SearchConfig, space: SearchSpace, budget):
     else:
         scheduler = FIFOScheduler()
     return tune.Tuner(
-        _trainable(config),
+        trial_fn,
         param_space=_param_space(run_dir, config),
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=config.num_trials,
             max_concurrent_trials=config.resources.max_concurrent_trials, reuse_actors=True,
             trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=records.RAY_DIR, storage_path=str(run_dir),
+            name=RAY_DIR, storage_path=str(run_dir),
             callbacks=[RecordsCallback([o.name for o in config.objectives], config.epochs),
                        ProgressCallback(config.num_trials)],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
@@ -252,14 +262,9 @@ def _new_tuner(run_dir: Path, config: SearchConfig, space: SearchSpace, budget):
     )
 
 
-def _restore_tuner(run_dir: Path, config: SearchConfig):
+def _restore_tuner(run_dir: Path, config: SearchConfig, trial_fn):
     from ray import tune
 
-    return tune.Tuner.restore(str(run_dir / records.RAY_DIR), _trainable(config),
+    return tune.Tuner.restore(str(run_dir / RAY_DIR), trial_fn,
                               resume_unfinished=True, resume_errored=False, restart_errored=False,
                               param_space=_param_space(run_dir, config))
-
-
-def _searcher_gave_up(run_dir: Path) -> bool:
-    """True when the searcher ended the search early (no candidate within budget)."""
-    return (run_dir / records.GAVE_UP_FILE).exists()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,15 +30,11 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from evaluators.cost import Budget
-from nas import records
+from results.run_directory import RunDirectory, TRIALS_DIR, new_record, now_iso
 from search_spaces.architecture import Architecture
 from search_spaces.space import SearchSpace, sample_architecture
 
 logger = logging.getLogger(__name__)
-
-# Test-only fault injection: the trained trials at these 0-based positions (in suggestion order)
-# raise inside the trainable before training. Read by the searcher in the driver process.
-FAIL_TRIALS_ENV = "HYBRID_NAS_TEST_FAIL_TRIALS"
 
 FINAL_KEY = "final"        # 1.0 in a trial's last report after it trained its whole budget
 DIVERGED_KEY = "diverged"  # 1.0 in that report when training diverged
@@ -103,13 +98,13 @@ class BudgetedOptunaSearch(OptunaSearch):
         self.budget = budget
         self.max_attempts = max_attempts
         self.run_dir = str(run_dir)
+        self.store = RunDirectory(run_dir)
         self.epochs = epochs
         self.accepted = 0
         self.max_concurrent = 0  # 0: no limit; Tune sets it through set_max_concurrency
         self.live: set[str] = set()
         self.trained: dict[str, str] = {}  # arch_id -> trial_id of every suggested architecture
         self.values: dict[str, list[float]] = {}  # arch_id -> objective values told to Optuna
-        self.fail_positions = _fail_positions()
 
     # ---- suggestions -----------------------------------------------------------------------
     def set_max_concurrency(self, max_concurrent: int) -> bool:
@@ -154,13 +149,13 @@ class BudgetedOptunaSearch(OptunaSearch):
                    "budget); ending the search (the space may be spent: widen it, or raise "
                    "budget.max_attempts or the budget)")
         logger.error(message)
-        (Path(self.run_dir) / records.GAVE_UP_FILE).write_text(message + "\n")
+        self.store.write_gave_up(message)
         return Searcher.FINISHED
 
     def _config(self, ot_trial: optuna.Trial) -> dict[str, Any]:
         attrs = ot_trial.user_attrs
         return {"arch": attrs["arch"], "cost": attrs["cost"], "number": ot_trial.number,
-                "inject_failure": attrs["position"] in self.fail_positions}
+                "position": attrs["position"]}
 
     def _set_constraints(self, ot_trial: optuna.Trial, cost: dict[str, int]) -> None:
         # Feasible when <= 0: relative excess over each limit (TPE and NSGA-II read these).
@@ -179,19 +174,19 @@ class BudgetedOptunaSearch(OptunaSearch):
             self._ot_study.tell(ot_trial, values[0] if len(values) == 1 else values)
         else:
             self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
-        records.write_record(self.run_dir, records.new_record(
+        self.store.write_record(new_record(
             trial_id=f"rejected-{ot_trial.number}", number=ot_trial.number, status="rejected",
             architecture=arch.to_dict(), arch_id=arch.arch_id, layout=arch.layout, cost=cost,
             epochs_budget=self.epochs, rejection=reason,
             optuna_state="COMPLETE" if values is not None else "PRUNED",
-            ended=records.now_iso()))
+            ended=now_iso()))
 
     def restore(self, checkpoint_path: str) -> None:
         """Restore the saved state, then drop the records of candidates rejected after that save:
         the restored study hands out their trial numbers again, so those records would collide."""
         super().restore(checkpoint_path)
         known = len(self._ot_study.trials)
-        trials_dir = Path(self.run_dir) / records.TRIALS_DIR
+        trials_dir = Path(self.run_dir) / TRIALS_DIR
         for path in trials_dir.glob("rejected-*.json"):
             number = path.stem.removeprefix("rejected-")
             if number.isdigit() and int(number) >= known:
@@ -221,7 +216,7 @@ class BudgetedOptunaSearch(OptunaSearch):
             logger.warning("could not tell Optuna trial %d: %s", ot_trial.number, exc)
         self._completed_trials.add(trial_id)
         told = self._ot_study.get_trials(deepcopy=False)[ot_trial.number].state
-        records.update_record(self.run_dir, trial_id, optuna_state=told.name)
+        self.store.update_record(trial_id, optuna_state=told.name)
 
     @property
     def study(self) -> optuna.Study:
@@ -235,14 +230,3 @@ def _cost_dict(arch: Architecture, check: Any) -> dict[str, int]:
     else:
         cost, resolution = check.cost, check.resolution
     return {"params": int(cost.params), "flops": int(cost.flops), "resolution": int(resolution)}
-
-
-def _fail_positions() -> frozenset[int]:
-    raw = os.environ.get(FAIL_TRIALS_ENV, "").strip()
-    if not raw:
-        return frozenset()
-    try:
-        return frozenset(int(x) for x in raw.split(","))
-    except ValueError:
-        raise ValueError(f"{FAIL_TRIALS_ENV}: expected comma-separated trial positions, "
-                         f"got {raw!r}") from None

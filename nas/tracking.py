@@ -10,14 +10,13 @@ writes where it now lives.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-from nas import records
+from results.run_directory import RunDirectory, new_record, now_iso
 from nas.searcher import DIVERGED_KEY, FAILED_KEY, FINAL_KEY, trial_outcome
 from nas.trainable import ERROR_KEY, WEIGHTS_FILE
 from search_spaces.architecture import Architecture
@@ -39,6 +38,10 @@ LOST = ("lost: the driver stopped before Ray Tune saved this trial's state, so t
 def run_dir_of(trial: Any) -> Path:
     """RUN_DIR of a Tune trial: its storage path (the experiment lives in RUN_DIR/ray)."""
     return Path(trial.storage.storage_fs_path)
+
+
+def store_of(trial: Any) -> RunDirectory:
+    return RunDirectory(run_dir_of(trial))
 
 
 def metrics_of(result: dict[str, Any]) -> dict[str, float]:
@@ -65,30 +68,30 @@ class RecordsCallback(tune.Callback):
         if self._reconciled or not trials:
             return
         self._reconciled = True
-        run_dir = run_dir_of(trials[0])
+        store = store_of(trials[0])
         known = {t.trial_id for t in trials}
-        for record in records.read_records(run_dir):
+        for record in store.read_records():
             if record["status"] == "running" and record["trial_id"] not in known:
-                record.update(status="failed", ended=records.now_iso(), error=LOST)
-                records.write_record(run_dir, record)
+                record.update(status="failed", ended=now_iso(), error=LOST)
+                store.write_record(record)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_dir = run_dir_of(trial)
-        prior = records.read_record(run_dir, trial.trial_id)
+        store = store_of(trial)
+        prior = store.read_record(trial.trial_id)
         self._t0[trial.trial_id] = time.time()
         if prior is not None and prior["status"] in ("completed", "diverged"):
             return  # finished before an interruption; the trainable replays it
         config = trial.config
         arch = Architecture.from_dict(config["arch"])
-        records.write_record(run_dir, records.new_record(
+        store.write_record(new_record(
             trial_id=trial.trial_id, number=int(config["number"]), status="running",
             architecture=arch.to_dict(), arch_id=arch.arch_id, layout=arch.layout,
-            cost=dict(config["cost"]), epochs_budget=self.epochs, started=records.now_iso()))
+            cost=dict(config["cost"]), epochs_budget=self.epochs, started=now_iso()))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        run_dir = run_dir_of(trial)
-        record = records.read_record(run_dir, trial.trial_id)
+        store = store_of(trial)
+        record = store.read_record(trial.trial_id)
         if record is None:
             return
         row = metrics_of(result)
@@ -101,21 +104,15 @@ class RecordsCallback(tune.Callback):
                       epochs_done=int(max((h.get("epoch", 0) for h in history), default=0)))
         if result.get(ERROR_KEY):
             record["error"] = str(result[ERROR_KEY])
-        records.write_record(run_dir, record)
+        store.write_record(record)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any,
                       **info: Any) -> None:
         source = Path(checkpoint.path) / WEIGHTS_FILE
         if not source.exists():
             return
-        run_dir = run_dir_of(trial)
-        target = Path(run_dir) / records.WEIGHTS_DIR / f"{trial.trial_id}.pt"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".pt.partial")
-        shutil.copyfile(source, partial)
-        partial.replace(target)  # atomic: a reader never sees half a file
-        records.update_record(run_dir, trial.trial_id,
-                              weights=str(target.relative_to(run_dir)))
+        store = store_of(trial)
+        store.update_record(trial.trial_id, weights=store.save_weights(trial.trial_id, source))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
@@ -130,8 +127,8 @@ class RecordsCallback(tune.Callback):
         self._finish(trial, "failed", error=_error_text(trial))
 
     def _finish(self, trial: Any, status: str, error: str | None = None) -> None:
-        run_dir = run_dir_of(trial)
-        record = records.read_record(run_dir, trial.trial_id)
+        store = store_of(trial)
+        record = store.read_record(trial.trial_id)
         if record is None:
             return
         replayed = record["status"] == status and record["ended"] is not None
@@ -142,10 +139,10 @@ class RecordsCallback(tune.Callback):
             record["objectives"] = {name: record["metrics"].get(name, math.nan)
                                     for name in self.objectives}
         if not replayed:
-            record["ended"] = records.now_iso()
+            record["ended"] = now_iso()
             t0 = self._t0.pop(trial.trial_id, None)
             record["wall_time_s"] = None if t0 is None else round(time.time() - t0, 3)
-        records.write_record(run_dir, record)
+        store.write_record(record)
 
 
 def _error_text(trial: Any) -> str:

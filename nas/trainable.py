@@ -2,7 +2,8 @@
 
 Config keys (set by the searcher and `nas.search`): `arch` (canonical dict), `cost`
 ({params, flops, resolution}), `number` (Optuna's), `trial` (evaluators.TrialConfig as a
-mapping), `threads` (= the trial's CPUs), `keep_weights`, `run_dir`, `inject_failure`.
+mapping), `threads` (= the trial's CPUs), `keep_weights`, `run_dir`, `position` (0-based, among
+the trained trials in suggestion order).
 
 Every epoch goes to Tune with `tune.report` (plus the cheap `flops`/`params`), except the last:
 that one is sent after `run_trial` returns, marked `final` = 1 (and `diverged` = 1 when training
@@ -25,17 +26,13 @@ import torch
 from ray import tune
 
 from evaluators.trial import TrialConfig, run_trial
-from nas import records
-from nas.config import METRIC_DIRECTIONS
 from nas.searcher import DIVERGED_KEY, FAILED_KEY, FINAL_KEY
+from results.objectives import METRIC_DIRECTIONS
+from results.run_directory import RunDirectory
 from search_spaces.architecture import Architecture
 
 WEIGHTS_FILE = "model.pt"
 ERROR_KEY = "error_text"
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by a trial chosen by the test-only fault injection (HYBRID_NAS_TEST_FAIL_TRIALS)."""
 
 
 def train_architecture(config: dict[str, Any]) -> None:
@@ -67,9 +64,6 @@ def train_architecture(config: dict[str, Any]) -> None:
             tune.report(row)
 
     try:
-        if config.get("inject_failure"):
-            raise InjectedFailure(f"test-only fault injection: trial {config.get('number')} "
-                                  "raises before training (HYBRID_NAS_TEST_FAIL_TRIALS)")
         outcome = run_trial(arch, trial_config, report)
     except Exception as exc:  # noqa: BLE001 - any error of the trial ends the trial, not the search
         # Reported, not raised: Tune keeps the (reusable) actor and the search goes on.
@@ -105,7 +99,7 @@ def _finished_record(run_dir: str | None, arch: Architecture) -> dict[str, Any] 
     """This trial's record if it already trained to the end (same trial id and architecture)."""
     if not run_dir or not Path(run_dir).is_dir():
         return None
-    record = records.read_record(run_dir, tune.get_context().get_trial_id())
+    record = RunDirectory(run_dir).read_record(tune.get_context().get_trial_id())
     if (record and record.get("status") in ("completed", "diverged")
             and record.get("arch_id") == arch.arch_id and record.get("history")):
         return record

@@ -23,9 +23,10 @@ import yaml
 from torch import nn
 
 from evaluators.data import load_data
-from nas.config import METRIC_DIRECTIONS
+from results.objectives import natural_direction
 from results.pareto import objective_column
-from results.table import COMPLETED, Run, load_table, read_run, table_objectives
+from results.run_directory import COMPLETED, Run, read_run
+from results.table import load_table, table_objectives
 from search_spaces.architecture import Architecture, ArchitectureError
 from search_spaces.model import build_model
 
@@ -78,9 +79,7 @@ def metric_direction(table: pd.DataFrame, name: str) -> str:
     for objective in table_objectives(table):
         if objective.name == name:
             return objective.direction
-    if name in METRIC_DIRECTIONS:
-        return METRIC_DIRECTIONS[name]
-    return "min" if "loss" in name or name.endswith("_s") else "max"
+    return natural_direction(name)
 
 
 def _metric_column(table: pd.DataFrame, name: str) -> str:
@@ -116,7 +115,7 @@ def export_architectures(run_dir: str | Path, out_dir: str | Path | None = None,
         record = records[row.trial_id]
         path = out / f"{position:02d}-{row.layout}-{row.arch_id}.yaml"
         config = exported_config(run, record, row.pareto_rank, out)
-        config["input"] = input_preprocessing(run.config.get("trial") or {}, record["_arch"])
+        config["input"] = input_preprocessing(run.config.get("trial") or {}, run.architecture(record))
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         paths.append(path)
     return paths
@@ -148,7 +147,7 @@ def input_preprocessing(trial: dict, arch: Architecture) -> dict[str, Any] | Non
 
 def exported_config(run: Run, record: dict, pareto_rank: float, out_dir: Path) -> dict[str, Any]:
     """The YAML mapping for one trial record (weights as a path relative to `out_dir`)."""
-    arch: Architecture = record["_arch"]
+    arch = run.architecture(record)
     weights = None
     if record.get("weights"):
         candidate = (run.path / record["weights"]).resolve()

@@ -17,7 +17,8 @@ from plotly.subplots import make_subplots
 
 from results.formatting import fmt, si
 from results.pareto import pareto_ranks
-from results.table import COMPLETED, table_objectives
+from results.run_directory import COMPLETED
+from results.table import table_objectives
 
 # Metrics shown in hover text when present, in this order.
 HOVER_METRICS = ("val_acc", "gap", "capacity", "gap_acc", "val_loss", "train_loss_full",

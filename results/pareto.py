@@ -13,28 +13,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from nas.config import Objective
-
-
-def as_objectives(objectives: Iterable) -> list[Objective]:
-    """Accept Objective, {name, direction} mappings, (name, direction) pairs or 'name:max' strings."""
-    parsed = []
-    for item in objectives:
-        if isinstance(item, Objective):
-            parsed.append(item)
-        elif isinstance(item, dict):
-            if "name" not in item:
-                raise ValueError(f"objective {item!r}: missing 'name'")
-            parsed.append(Objective(str(item["name"]), str(item.get("direction", "min"))))
-        elif isinstance(item, str):
-            name, _, direction = item.partition(":")
-            parsed.append(Objective(name, direction or "min"))
-        else:
-            name, direction = item
-            parsed.append(Objective(str(name), str(direction)))
-    if not parsed:
-        raise ValueError("at least one objective is required")
-    return parsed
+from results.objectives import as_objectives
 
 
 def pareto_ranks(values: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:

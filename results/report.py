@@ -18,7 +18,8 @@ import yaml
 
 from results.figures import FIGURE_TITLES, build_figures
 from results.formatting import count, fmt, si
-from results.table import STATUSES, RunDirectoryError, load_table, read_run, save_table
+from results.run_directory import STATUSES, RunDirError, read_run
+from results.table import load_table, save_table
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, png: bool = False) -> Path:
@@ -27,7 +28,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, png: bool =
     run = read_run(run_dir)
     table = load_table(run)
     if not len(table):
-        raise RunDirectoryError(run.path, "no trial recorded yet, nothing to report")
+        raise RunDirError(run.path, "no trial recorded yet, nothing to report")
     try:
         save_table(run.path, table)
     except OSError as exc:  # a read-only run directory still gets its report elsewhere

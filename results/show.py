@@ -9,7 +9,8 @@ import pandas as pd
 from results.export import choose, metric_direction
 from results.formatting import si
 from results.pareto import objective_column
-from results.table import COMPLETED, STATUSES, load_table, table_objectives
+from results.run_directory import COMPLETED, STATUSES
+from results.table import load_table, table_objectives
 
 
 def format_best(run_dir: str | Path, top: int = 10, by: str | None = None,

@@ -1,139 +1,33 @@
 """A run directory as one table: one row per trial, every choice, cost and metric a column.
 
-`load_table(run_dir)` reads search.yaml and trials/*.json (the format nas/records.py writes, read
-with its reader); it works on a finished, running or interrupted run. One unreadable record among
-readable ones is skipped with a warning and listed in `table.attrs["unreadable"]`. `save_table(run_dir)` writes the same
-table beside the records as table.parquet and table.csv.
+`load_table(run_dir)` reads the run through `results.run_directory` (finished, running or
+interrupted); an unreadable record among readable ones is skipped with a warning and listed in
+`table.attrs["unreadable"]`. `save_table(run_dir)` writes the same table beside the records as
+table.parquet and table.csv.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import math
-import warnings
-from dataclasses import dataclass
+import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from nas import records as run_format
-from results.pareto import Objective, as_objectives, rank_trials
-from search_spaces.architecture import Architecture, ArchitectureError
+from results.objectives import Objective, as_objectives
+from results.pareto import rank_trials
+from results.run_directory import COMPLETED, STATUSES, Run, read_run
+from search_spaces.architecture import Architecture
 
-STATUSES = run_format.STATUSES
-COMPLETED = "completed"  # the only status that ranks (trained its whole budget)
-STAGE_FIELDS = ("block", "depth", "width", "stride", "head_size", "expansion", "pos_embed")
-_REQUIRED = ("trial_id", "status", "architecture")
+STAGE_FIELDS = ("block", "depth", "width", "stride", "head_size", "expansion", "pos_embed", "qkv_bias")
 # Columns a metric may not take (it is then prefixed `metric_`).
 _FIXED = ("trial_id", "number", "status", "arch_id", "layout", "depths", "widths", "num_stages",
           "stem_kind", "stem_width", "stem_patch_size", "resolution", "in_channels", "num_classes",
           "head", "params", "flops", "epochs_done", "epochs_budget", "wall_time_s", "started",
           "ended", "error", "rejection", "weights", "optuna_state", "pareto_rank")
 
-
-class RunDirectoryError(run_format.RunDirError):
-    """A missing, foreign or unreadable run directory; `path` names the offending file or folder."""
-
-    def __init__(self, path: Path | str, message: str):
-        super().__init__(f"{path}: {message}")
-        self.path = Path(path)
-
-
-class UnreadableRecordWarning(UserWarning):
-    """A trial record that could not be read was skipped (the table says how many)."""
-
-
-@dataclass(frozen=True)
-class Run:
-    """The raw contents of a run directory; each record also carries `_arch`, its parsed
-    Architecture."""
-
-    path: Path
-    config: dict
-    objectives: tuple[Objective, ...]
-    records: tuple[dict, ...]
-    summary: dict | None  # None while the run is going or after an interruption
-    unreadable: tuple[tuple[str, str], ...]  # (record path, reason), skipped with a warning
-
-
-def read_run(run_dir: str | Path) -> Run:
-    """Read search.yaml, summary.json and every trial record; raise RunDirectoryError on a missing or
-    foreign directory. An unreadable record among readable ones is skipped with a warning."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise RunDirectoryError(path, "no such run directory")
-    config_path, trials_dir = path / run_format.CONFIG_FILE, path / run_format.TRIALS_DIR
-    if not config_path.is_file():
-        what = "no search.yaml" + ("" if trials_dir.is_dir() else " and no trials/")
-        raise RunDirectoryError(path, f"not a hybrid-nas run directory ({what})")
-    config = _read_config(config_path)
-    objectives = _read_objectives(config, config_path)
-    records, unreadable = [], []
-    files = sorted(trials_dir.glob("*.json")) if trials_dir.is_dir() else []
-    for file in files:
-        if file.name.startswith("."):
-            continue  # an in-flight temporary of an atomic write
-        try:
-            records.append(_read_record(path, file))
-        except ValueError as exc:
-            unreadable.append((str(file), str(exc)))
-            warnings.warn(f"skipping unreadable trial record {file}: {exc}",
-                          UnreadableRecordWarning, stacklevel=2)
-    if unreadable and not records:
-        first, reason = unreadable[0]
-        raise RunDirectoryError(first, f"no readable trial record ({len(unreadable)} unreadable; "
-                                       f"first: {reason})")
-    summary = None
-    summary_path = path / run_format.SUMMARY_FILE
-    if summary_path.is_file():
-        try:
-            summary = json.loads(summary_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            warnings.warn(f"ignoring unreadable {summary_path}: {exc}",
-                          UnreadableRecordWarning, stacklevel=2)
-    return Run(path, config, tuple(objectives), tuple(records), summary, tuple(unreadable))
-
-
-def _read_config(config_path: Path) -> dict:
-    try:
-        config = yaml.safe_load(config_path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise RunDirectoryError(config_path, f"not valid YAML: {exc}") from None
-    if not isinstance(config, dict):
-        raise RunDirectoryError(config_path, "expected a mapping (the resolved search config)")
-    return config
-
-
-def _read_objectives(config: dict, config_path: Path) -> list[Objective]:
-    if "objectives" not in config:
-        raise RunDirectoryError(config_path, "no 'objectives' list")
-    try:
-        return as_objectives(config["objectives"])
-    except (ValueError, TypeError) as exc:
-        raise RunDirectoryError(config_path, f"objectives: {exc}") from None
-
-
-def _read_record(run_dir: Path, file: Path) -> dict:
-    """One record through nas.records' reader, then checked for what the table needs."""
-    try:
-        record = run_format.read_record(run_dir, file.stem)
-    except run_format.RunDirError as exc:  # its message starts with the path
-        raise ValueError(str(exc).removeprefix(f"{file}: ")) from None
-    if record is None:
-        raise ValueError("removed while being read")
-    missing = [key for key in _REQUIRED if key not in record]
-    if missing:
-        raise ValueError(f"missing field {missing[0]!r}")
-    if record["status"] not in STATUSES:
-        raise ValueError(f"unknown status {record['status']!r} (known: {list(STATUSES)})")
-    try:
-        record["_arch"] = Architecture.from_dict(record["architecture"])
-    except ArchitectureError as exc:
-        raise ValueError(f"architecture: {exc}") from None
-    return record
+__all__ = ["COMPLETED", "STATUSES", "load_table", "save_table", "table_objectives"]
 
 
 def load_table(run_dir: str | Path | Run) -> pd.DataFrame:
@@ -147,7 +41,7 @@ def load_table(run_dir: str | Path | Run) -> pd.DataFrame:
     `table.attrs` holds the run's `objectives`, `run_dir`, `summary` and the `unreadable` records
     that were skipped."""
     run = run_dir if isinstance(run_dir, Run) else read_run(run_dir)
-    rows = [_row(record) for record in run.records]
+    rows = [_row(record, run.architecture(record)) for record in run.records]
     table = pd.DataFrame(rows, columns=_column_order(rows))
     if len(table):
         table = table.sort_values(["number", "trial_id"], na_position="last", kind="stable")
@@ -186,8 +80,7 @@ def _safe_ranks(table: pd.DataFrame, objectives: tuple[Objective, ...]) -> pd.Se
         return pd.Series(float("nan"), index=table.index)
 
 
-def _row(record: dict) -> dict[str, Any]:
-    arch: Architecture = record["_arch"]
+def _row(record: dict, arch: Architecture) -> dict[str, Any]:
     cost = record.get("cost") or {}
     row: dict[str, Any] = {
         "trial_id": str(record["trial_id"]),

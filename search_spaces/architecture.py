@@ -23,11 +23,15 @@ from search_spaces.fields import FieldError, check_keys, positive_int, typed
 # self-attention (ConViT).
 BLOCK_TYPES = ("C", "T", "A", "G")
 ATTENTION_BLOCKS = ("T", "A", "G")
+QKV_BIAS_BLOCKS = ("T", "A")  # blocks whose qkv projection may drop its bias (Stage.qkv_bias)
 STEM_KINDS = ("conv", "patch")
 HEAD_KINDS = ("pool", "token")
 CONV_HEAD_SIZE = 32  # the head_size recorded for convolution stages
 DEFAULT_PATCH_SIZE = 16  # the patch_size recorded for conv stems
 FORMAT_VERSION = 1
+# Stage fields added after format 1 was fixed: written only when they differ from these defaults,
+# so every architecture described before keeps its canonical form and its arch_id.
+LATE_STAGE_DEFAULTS = {"qkv_bias": True}
 
 
 class ArchitectureError(FieldError):
@@ -62,6 +66,9 @@ class Stage:
     expansion: MBConv inverted-bottleneck ratio for C, FFN hidden ratio for T/A/G.
     pos_embed: add a learned absolute position embedding to this stage's input tokens
       (attention stages only; DeiT and ConViT put it on their first stage).
+    qkv_bias: biases on the query/key/value projection of `T` and `A` blocks (DeiT and CoAtNet
+      have them, ConViT's plain-attention blocks do not; ConViT's `G` never has them). Written in
+      the canonical form only when false, so adding it changed no existing arch_id.
     """
 
     block: str
@@ -71,12 +78,23 @@ class Stage:
     head_size: int = 32
     expansion: int = 4
     pos_embed: bool = False
+    qkv_bias: bool = True
 
     def __post_init__(self) -> None:
-        # head_size means nothing to a convolution stage: normalise it so that one network has
-        # one canonical form and one arch_id.
+        # Fields that mean nothing to a block type are normalised, so that one network has one
+        # canonical form and one arch_id: head_size for convolutions, qkv_bias outside T and A.
         if self.block not in ATTENTION_BLOCKS:
             object.__setattr__(self, "head_size", CONV_HEAD_SIZE)
+        if self.block not in QKV_BIAS_BLOCKS:
+            object.__setattr__(self, "qkv_bias", True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical form; fields added after format 1 appear only when not at their default."""
+        data = dataclasses.asdict(self)
+        for name, default in LATE_STAGE_DEFAULTS.items():
+            if data[name] == default:
+                del data[name]
+        return data
 
     @property
     def heads(self) -> int:
@@ -142,7 +160,7 @@ class Architecture:
             "num_classes": self.num_classes,
             "head": self.head,
             "stem": dataclasses.asdict(self.stem),
-            "stages": [dataclasses.asdict(s) for s in self.stages],
+            "stages": [s.to_dict() for s in self.stages],
         }
 
     def to_json(self) -> str:
@@ -235,6 +253,8 @@ def validate(arch: Architecture) -> None:
                     f"width {stage.width} is not divisible by head_size {stage.head_size}")
         elif stage.pos_embed:
             raise ArchitectureError(f"{where}.pos_embed", "only attention stages take a position embedding")
+        if not isinstance(stage.qkv_bias, bool):
+            raise ArchitectureError(f"{where}.qkv_bias", f"expected true/false, got {stage.qkv_bias!r}")
     if arch.resolution % arch.total_stride:
         raise ArchitectureError(
             "resolution",

@@ -58,9 +58,10 @@ class AttentionStage(nn.Module):
             d_in, stride = (dim_in, stage.stride) if i == 0 else (stage.width, 1)
             if stage.block == "T":
                 blocks.append(RelTransformerBlock(d_in, stage.width, stage.head_size, attn_grid,
-                                                  stride, stage.expansion))
+                                                  stride, stage.expansion, stage.qkv_bias))
             elif stage.block == "A":
-                blocks.append(ViTBlock(d_in, stage.width, stage.head_size, stride, stage.expansion))
+                blocks.append(ViTBlock(d_in, stage.width, stage.head_size, stride, stage.expansion,
+                                       stage.qkv_bias))
             elif stage.block == "G":
                 blocks.append(GPSABlock(d_in, stage.width, stage.head_size, stride, stage.expansion))
             else:

@@ -39,7 +39,8 @@ _VIT_REL = {"ViT_REL": (13, 384)}
 _DEIT = {"deit-ti": 192, "deit-s": 384, "deit-b": 768}
 
 # ConViT: DeiT's skeleton, the first 10 blocks GPSA, head size 48 (4 / 9 / 16 heads); the class
-# token joins at the 2 plain blocks; position embedding on the patches (the G stage).
+# token joins at the 2 plain blocks, which have no qkv bias (unlike DeiT's); position embedding on
+# the patches (the G stage).
 _CONVIT = {"convit-ti": 4, "convit-s": 9, "convit-b": 16}
 
 PRESET_NAMES: tuple[str, ...] = (*_COATNET, *_LAYOUT_STUDY, *_VIT_REL, *_DEIT, *_CONVIT)
@@ -70,7 +71,7 @@ def get_preset(name: str, resolution: int = 224, num_classes: int = 1000,
         return Architecture(
             stem=Stem("patch", width, 16),
             stages=(Stage("G", 10, width, stride=1, head_size=48, pos_embed=True),
-                    Stage("A", 2, width, stride=1, head_size=48)),
+                    Stage("A", 2, width, stride=1, head_size=48, qkv_bias=False)),
             head="token", **io)
     raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESET_NAMES)})")
 

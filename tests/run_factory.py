@@ -1,4 +1,4 @@
-"""Test helper: write run directories with nas/records.py (the writer a real search uses), holding
+"""Test helper: write run directories with results/run_directory.py (the writer a real search uses), holding
 real architectures sampled from the default search space and their real cost (count_cost).
 
 Only the training metrics are synthetic (seeded random numbers); everything the results code derives
@@ -14,7 +14,8 @@ import optuna
 import torch
 
 from evaluators.cost import count_cost
-from nas import records as run_format
+from results import run_directory as run_format
+from results.run_directory import RunDirectory
 from search_spaces.architecture import Architecture
 from search_spaces.space import default_space, sample_architecture
 
@@ -40,14 +41,15 @@ def sample_architectures(n: int, seed: int = 0) -> list[Architecture]:
 
 
 def write_record(run_dir: Path, record: dict) -> Path:
-    """Through nas/records.py, the writer a real search uses."""
-    run_format.write_record(run_dir, record)
-    return run_format.record_path(run_dir, record["trial_id"])
+    """Through results/run_directory.py, the writer a real search uses."""
+    store = RunDirectory(run_dir)
+    store.write_record(record)
+    return store.record_path(record["trial_id"])
 
 
 def make_record(arch: Architecture, number: int, status: str, rng: np.random.Generator,
                 epochs: int = 3) -> dict:
-    """A record as nas/records.py writes it; metrics are seeded random but plausible."""
+    """A record as a real search writes it; metrics are seeded random but plausible."""
     rejected = status == "rejected"
     epochs_done = {"completed": epochs, "pruned": 1, "failed": 1, "diverged": 2,
                    "rejected": 0, "running": 1}[status]
@@ -91,7 +93,7 @@ def write_run(run_dir: Path, n_trials: int = 12, seed: int = 0, statuses=STATUS_
     when `finished`, summary.json. The first `weights_for` completed trials keep weights."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_format.write_config(run_dir, {
+    RunDirectory(run_dir).write_config({
         "name": "synthetic", "space": "digits", "objectives": OBJECTIVES, "num_trials": n_trials,
         "trial": {"train": {"epochs": 3}}, "budget": {"max_flops": 5_000_000, "max_params": None}})
     (run_dir / run_format.TRIALS_DIR).mkdir(exist_ok=True)
@@ -112,5 +114,5 @@ def write_run(run_dir: Path, n_trials: int = 12, seed: int = 0, statuses=STATUS_
         records.append(record)
     if finished:
         counts = {s: sum(r["status"] == s for r in records) for s in set(statuses)}
-        run_format.write_summary(run_dir, {"counts": counts, "wall_time_s": 12.5})
+        RunDirectory(run_dir).write_summary({"counts": counts, "wall_time_s": 12.5})
     return records

@@ -43,6 +43,23 @@ def test_arch_id_changes_with_any_field_and_ignores_conv_head_size():
     assert conv_16.arch_id == base.arch_id
 
 
+def test_qkv_bias_is_written_only_when_off_so_earlier_ids_stand():
+    base = coatnet_like()
+    assert all("qkv_bias" not in stage for stage in base.to_dict()["stages"])
+    # the id CoAtNet-0's canonical form had before the field existed (exported configs carry it)
+    assert base.arch_id == "aa483ba09394525b"
+    no_bias = base.replace(stages=base.stages[:3] + (Stage("T", 2, 768, qkv_bias=False),))
+    assert no_bias.to_dict()["stages"][3]["qkv_bias"] is False
+    assert no_bias.arch_id != base.arch_id
+    assert Architecture.from_yaml(no_bias.to_yaml()) == no_bias
+    # meaningless outside T and A: normalised, one network one id
+    assert Stage("C", 2, 96, qkv_bias=False) == Stage("C", 2, 96)
+    assert Stage("G", 2, 96, head_size=48, qkv_bias=False) == Stage("G", 2, 96, head_size=48)
+    with pytest.raises(ArchitectureError, match=r"stages\[0\]\.qkv_bias"):
+        Architecture.from_dict({**base.to_dict(), "stages": [
+            {"block": "T", "depth": 1, "width": 96, "qkv_bias": "no"}, *base.to_dict()["stages"][1:]]})
+
+
 def test_exported_config_with_metrics_loads():
     arch = coatnet_like()
     text = json.dumps({"architecture": arch.to_dict(), "metrics": {"val_acc": 0.9}})

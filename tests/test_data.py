@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from evaluators.augment import Augment, random_crop
-from evaluators.data import DataError, DataNotFoundError, load_data, small_data
+from evaluators.data import DataError, DataNotFoundError, describe_data, load_data, small_data
 
 CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 
@@ -197,6 +197,34 @@ def test_imagefolder_errors(tmp_path):
     (tmp_path / "tree" / "fox").mkdir()
     with pytest.raises(DataError, match="fox holds no"):
         load_data("imagefolder", 8, path=tmp_path / "tree")
+
+
+def test_describe_reads_listings_and_metadata_without_decoding(tmp_path):
+    write_folder(tmp_path / "tree")
+    # corrupt every image: describing must not open one, loading must name the first bad file
+    for image in sorted((tmp_path / "tree").glob("*/*.*g")):
+        image.write_bytes(b"not an image")
+    info = describe_data("imagefolder", tmp_path / "tree")
+    assert info.class_names == ("cat", "dog", "emu") and info.num_classes == 3
+    with pytest.raises(DataError, match=r"cannot read image .*cat/0\.png"):
+        load_data("imagefolder", 8, path=tmp_path / "tree")
+    write_cifar(tmp_path / "cifar")
+    assert describe_data("cifar10", tmp_path / "cifar").class_names == \
+        load_data("cifar10", 8, path=tmp_path / "cifar").class_names
+    digits = describe_data("digits")
+    assert digits.class_names == load_data("digits", 8).class_names and digits.in_channels == 1
+    with pytest.raises(DataNotFoundError, match="nowhere"):
+        describe_data("cifar10", tmp_path / "nowhere")
+
+
+def test_a_single_class_is_refused_by_describe_and_load(tmp_path):
+    (tmp_path / "only").mkdir()
+    for k in range(3):
+        Image.new("RGB", (8, 8), (k, k, k)).save(tmp_path / "only" / f"{k}.png")
+    for read in (lambda: describe_data("imagefolder", tmp_path),
+                 lambda: load_data("imagefolder", 8, path=tmp_path)):
+        with pytest.raises(DataError, match=r"found 1 class .*\(only\); a classifier needs at least 2"):
+            read()
 
 
 # ---- augmentation ---------------------------------------------------------------------------

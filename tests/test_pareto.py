@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from results.pareto import Objective, as_objectives, pareto_front, pareto_ranks, rank_trials
+from results.objectives import Objective, as_objectives
+from results.pareto import pareto_front, pareto_ranks, rank_trials
 
 
 def brute_force_ranks(values: np.ndarray, directions: list[str]) -> np.ndarray:

@@ -20,15 +20,15 @@ import pytest
 import torch
 import yaml
 
-from nas import records as run_format
+from results.run_directory import RunDirectory
 from evaluators.data import load_data
 from nas.cli import main
 from results.export import build, export_architectures
 from results.figures import build_figures
 from results.pareto import pareto_ranks
 from results.report import write_report
-from results.table import (RunDirectoryError, UnreadableRecordWarning, load_table,
-                           save_table)
+from results.run_directory import RunDirError, UnreadableRecordWarning
+from results.table import load_table, save_table
 from run_factory import (OBJECTIVES, SEED, make_record, sample_architectures, write_record,
                          write_run)
 from search_spaces.architecture import Architecture
@@ -149,7 +149,7 @@ def test_a_corrupt_run_directory_is_a_clear_cli_error(tmp_path, capsys):
             err = capsys.readouterr().err
             assert f"hybrid-nas {command}: error: {path}" in err and "corrupt JSON" in err
             assert "Traceback" not in err
-        with pytest.raises(RunDirectoryError):
+        with pytest.raises(RunDirError):
             load_table(run_dir)
     (run_dir / "search.yaml").write_text("objectives: [unclosed\n")
     assert main(["report", str(run_dir)]) == 2
@@ -385,7 +385,7 @@ def real_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_report_of_a_real_search(real_run, tmp_path, capsys):
-    records = {r["trial_id"]: r for r in run_format.read_records(real_run)}
+    records = {r["trial_id"]: r for r in RunDirectory(real_run).read_records()}
     assert sum(r["status"] == "completed" for r in records.values()) >= 1
     out = tmp_path / "real.html"
     assert main(["report", str(real_run), "--out", str(out)]) == 0

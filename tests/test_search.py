@@ -3,7 +3,7 @@
 
 The real search is shared by a module-scoped fixture: 7 trained trials at 16x16 with 4 optimiser
 steps per epoch, a budget that rejects some candidates, ASHA on capacity, and one trial made to
-raise by the test-only fault injection (HYBRID_NAS_TEST_FAIL_TRIALS)."""
+raise by a test trainable (`failing_at`) that wraps the real one."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ import yaml
 from optuna.trial import TrialState
 
 from evaluators.cost import Budget, count_cost
-from nas import records
+from results import run_directory as records
+from results.run_directory import RunDirectory
 from nas.cli import main
 from nas.config import SearchConfig, default_config, load_config
-from nas.searcher import FAIL_TRIALS_ENV, BudgetedOptunaSearch, make_sampler
+from nas.searcher import BudgetedOptunaSearch, make_sampler
 from search_spaces.architecture import Architecture
 from search_spaces.model import build_model
 from search_spaces.space import default_space
@@ -53,16 +54,37 @@ def tiny_config(tmp: Path, **changes) -> dict:
     return config
 
 
+def failing_at(position: int):
+    """A trainable: the real one, except that the trained trial at `position` (0-based, in
+    suggestion order) raises inside training, as a broken data set or an out-of-memory would.
+    Everything it needs is defined inside, so that Ray ships it to its workers by value."""
+    def trainable(config):
+        import nas.trainable
+
+        class InjectedFailure(RuntimeError):
+            pass
+
+        if config["position"] != position:
+            return nas.trainable.train_architecture(config)
+
+        def broken_trial(*args, **kwargs):
+            raise InjectedFailure(f"trial {config['number']} raises before training")
+
+        real, nas.trainable.run_trial = nas.trainable.run_trial, broken_trial
+        try:
+            return nas.trainable.train_architecture(config)
+        finally:
+            nas.trainable.run_trial = real
+    return trainable
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> records.Run:
     from nas.search import search
 
     tmp = tmp_path_factory.mktemp("search")
-    os.environ[FAIL_TRIALS_ENV] = str(FAILING_POSITION)
-    try:
-        summary = search(SearchConfig.from_dict(tiny_config(tmp)), run_dir=tmp / "run")
-    finally:
-        os.environ.pop(FAIL_TRIALS_ENV, None)
+    summary = search(SearchConfig.from_dict(tiny_config(tmp)), run_dir=tmp / "run",
+                     trainable=failing_at(FAILING_POSITION))
     assert not summary.interrupted
     return records.read_run(summary.run_dir)
 
@@ -79,7 +101,7 @@ def test_search_records_every_trial_architecture_cost_and_metrics(run):
     assert len(recs) == NUM_TRIALS
     assert all(r["status"] in records.FINISHED for r in recs)
     assert run.summary is not None and run.summary["trained"] == NUM_TRIALS
-    assert run.objectives == [{"name": "gap", "direction": "min"},
+    assert [o.to_dict() for o in run.objectives] == [{"name": "gap", "direction": "min"},
                               {"name": "capacity", "direction": "max"}]
     for r in recs:
         arch = Architecture.from_dict(r["architecture"])
@@ -165,8 +187,9 @@ def test_kept_weights_rebuild_the_trained_model(run):
 # ---- the searcher, without Ray -------------------------------------------------------------------
 
 def test_searcher_prices_before_suggesting_and_tells_optuna_what_happened(tmp_path):
-    records.write_config(tmp_path, {})
-    (tmp_path / records.TRIALS_DIR).mkdir()
+    store = RunDirectory(tmp_path)
+    store.write_config({})
+    store.create()
     space = default_space()
     budget = Budget(max_params=300_000)
     searcher = BudgetedOptunaSearch(space, [("gap", "min"), ("capacity", "max")],
@@ -175,7 +198,7 @@ def test_searcher_prices_before_suggesting_and_tells_optuna_what_happened(tmp_pa
     configs = [searcher.suggest(f"t{i}") for i in range(6)]
     for config in configs:
         assert count_cost(Architecture.from_dict(config["arch"])).params <= 300_000
-    rejected = [r for r in records.read_records(tmp_path) if r["status"] == "rejected"
+    rejected = [r for r in RunDirectory(tmp_path).read_records() if r["status"] == "rejected"
                 and not r["rejection"].startswith("duplicate")]
     assert rejected and all(r["cost"]["params"] > 300_000 for r in rejected)
     states = {t.number: t for t in searcher.study.get_trials(deepcopy=False)}
@@ -183,7 +206,7 @@ def test_searcher_prices_before_suggesting_and_tells_optuna_what_happened(tmp_pa
         trial = states[r["number"]]
         assert trial.state == TrialState.PRUNED and trial.constraints["params"] > 0
     for name in ("t0", "t1", "t2", "t3", "t4", "t5"):  # records for the outcome updates
-        records.write_record(tmp_path, records.new_record(name, 0, "running", {}, "x", "C", {}, EPOCHS))
+        store.write_record(records.new_record(name, 0, "running", {}, "x", "C", {}, EPOCHS))
     done = {"gap": 0.1, "capacity": 0.9}
     searcher.on_trial_complete("t0", {**done, "final": 1.0})                  # trained to the end
     searcher.on_trial_complete("t1", {**done, "final": 0.0})                  # ASHA stopped it
@@ -197,7 +220,7 @@ def test_searcher_prices_before_suggesting_and_tells_optuna_what_happened(tmp_pa
     for trial_id, state in expect.items():
         number = configs[int(trial_id[1])]["number"]
         assert states[number].state.name == state, trial_id
-        assert records.read_record(tmp_path, trial_id)["optuna_state"] == state
+        assert store.read_record(trial_id)["optuna_state"] == state
     assert states[configs[0]["number"]].values == [0.1, 0.9]
 
 
@@ -277,14 +300,21 @@ def test_load_config_resolves_a_space_next_to_the_config(tmp_path):
 def test_records_are_atomic_and_corruption_is_named(tmp_path):
     with pytest.raises(records.RunDirError, match="not a hybrid-nas run directory"):
         records.read_run(tmp_path)
-    records.write_config(tmp_path, {"objectives": [{"name": "gap", "direction": "min"}]})
-    records.write_record(tmp_path, records.new_record("a", 0, "running", {}, "id", "C", {}, 3))
-    assert records.update_record(tmp_path, "a", status="completed")["status"] == "completed"
+    arch = default_space().smallest()[0]
+    store = RunDirectory(tmp_path)
+    store.write_config({"objectives": [{"name": "gap", "direction": "min"}]})
+    store.write_record(records.new_record("a", 0, "running", arch.to_dict(), arch.arch_id,
+                                          arch.layout, {}, 3))
+    assert store.update_record("a", status="completed")["status"] == "completed"
     assert records.read_run(tmp_path).records[0]["status"] == "completed"
     assert not list((tmp_path / records.TRIALS_DIR).glob(".*"))  # no temporary files left
     (tmp_path / records.TRIALS_DIR / "b.json").write_text("{not json")
+    with pytest.warns(records.UnreadableRecordWarning, match="b.json: corrupt JSON"):
+        assert [r["trial_id"] for r in store.read_records()] == ["a"]
+    _, unreadable = store.scan_records()
+    assert [Path(path).name for path, _ in unreadable] == ["b.json"]
     with pytest.raises(records.RunDirError, match="b.json: corrupt JSON"):
-        records.read_records(tmp_path)
+        store.read_record("b")
 
 
 @pytest.mark.slow
@@ -305,8 +335,9 @@ def test_gpus_the_cluster_lacks_are_refused_not_waited_for(tmp_path, capsys):
 def test_an_architecture_is_trained_once_and_a_spent_space_ends_the_search(tmp_path):
     from ray.tune.search import Searcher
 
-    records.write_config(tmp_path, {})
-    (tmp_path / records.TRIALS_DIR).mkdir()
+    store = RunDirectory(tmp_path)
+    store.write_config({})
+    store.create()
     one = default_space().to_dict()  # collapse every choice: a space of one architecture
     one["stem"] = {k: v[:1] for k, v in one["stem"].items()}
     one["stages"] = [{k: (v[:1] if k != "depth" else [v[0], v[0]]) if isinstance(v, list) else v
@@ -318,10 +349,10 @@ def test_an_architecture_is_trained_once_and_a_spent_space_ends_the_search(tmp_p
                                     make_sampler("random", 0, 4), str(tmp_path), max_attempts=3)
     first = searcher.suggest("t0")
     assert first["arch"] == space.smallest()[0].to_dict()
-    records.write_record(tmp_path, records.new_record("t0", 0, "running", {}, "x", "C", {}, 1))
+    store.write_record(records.new_record("t0", 0, "running", {}, "x", "C", {}, 1))
     searcher.on_trial_complete("t0", {"gap": 0.2, "capacity": 0.7, "final": 1.0})
     assert searcher.suggest("t1") == Searcher.FINISHED
-    dups = [r for r in records.read_records(tmp_path) if r["status"] == "rejected"]
+    dups = [r for r in RunDirectory(tmp_path).read_records() if r["status"] == "rejected"]
     assert len(dups) == 3 and all(r["rejection"] == "duplicate of trial t0" for r in dups)
     told = searcher.study.get_trials(deepcopy=False)
     assert [t.values for t in told[1:]] == [[0.2, 0.7]] * 3  # the twin's numbers, not retrained

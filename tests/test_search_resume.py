@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nas import records
+from results import run_directory as records
 
 NUM_TRIALS = 6
 EPOCHS = 2

@@ -5,6 +5,6 @@ float32 in [0, 1], plus labels and class names. `evaluators.data` splits, conver
 normalises; the readers only read.
 """
 
-from evaluators.datasets.raw import DataError, DataNotFoundError, RawImages
+from evaluators.datasets.raw import DataError, DataInfo, DataNotFoundError, RawImages
 
-__all__ = ["DataError", "DataNotFoundError", "RawImages"]
+__all__ = ["DataError", "DataInfo", "DataNotFoundError", "RawImages"]

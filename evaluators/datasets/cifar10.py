@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evaluators.datasets.raw import DataError, DataNotFoundError, RawImages, resize_square
+from evaluators.datasets.raw import DataError, DataInfo, DataNotFoundError, RawImages, resize_square
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 DEFAULT_CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -97,6 +97,11 @@ def _class_names(folder: Path) -> tuple[str, ...]:
     if not isinstance(names, list) or len(names) != 10:
         raise DataError(f"cifar10: {meta} 'label_names' should list 10 class names")
     return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+
+
+def describe_cifar10(path: str | Path) -> DataInfo:
+    """Class names (batches.meta, else CIFAR-10's own) after checking the batches are there."""
+    return DataInfo("cifar10", _class_names(_batch_dir(Path(path))), in_channels=3)
 
 
 def read_cifar10(path: str | Path, resolution: int) -> RawImages:

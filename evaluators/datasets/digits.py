@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from sklearn.datasets import load_digits
 
-from evaluators.datasets.raw import RawImages, resize_square
+from evaluators.datasets.raw import DataInfo, RawImages, resize_square
+
+CLASS_NAMES = tuple(str(n) for n in range(10))
+
+
+def describe_digits() -> DataInfo:
+    return DataInfo("digits", CLASS_NAMES, in_channels=1, flip_invariant=False)
 
 
 def read_digits(resolution: int) -> RawImages:

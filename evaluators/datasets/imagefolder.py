@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from evaluators.datasets.raw import DataError, DataNotFoundError, RawImages
+from evaluators.datasets.raw import DataError, DataInfo, DataNotFoundError, RawImages
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -59,20 +59,35 @@ def _read_tree(root: Path, resolution: int, channels: int) -> tuple[torch.Tensor
     return stacked.contiguous(), torch.tensor(labels, dtype=torch.int64), tuple(c.name for c in classes)
 
 
-def read_imagefolder(path: str | Path, resolution: int, channels: int = 3) -> RawImages:
-    """Every image under `path`, as `channels` (1: grey, 3: RGB) at `resolution` x `resolution`."""
-    root = Path(path)
-    if channels not in (1, 3):
-        raise DataError(f"imagefolder: in_channels must be 1 or 3, got {channels}")
+def _split_roots(root: Path) -> tuple[Path, Path | None]:
+    """(training tree, validation tree or None) after checking the folder exists and that a
+    train/ + val/ pair names the same classes."""
     if not root.is_dir():
         raise DataNotFoundError(f"imagefolder: directory {root} does not exist; expected "
                                 f"{root}/<class>/<image>{'|'.join(IMAGE_SUFFIXES)}")
     if (root / "train").is_dir() and (root / "val").is_dir():
-        x, y, names = _read_tree(root / "train", resolution, channels)
-        vx, vy, val_names = _read_tree(root / "val", resolution, channels)
+        names = [c.name for c in _class_dirs(root / "train")]
+        val_names = [c.name for c in _class_dirs(root / "val")]
         if val_names != names:
-            raise DataError(f"imagefolder: {root}/val classes {list(val_names)} differ from "
-                            f"{root}/train classes {list(names)}")
-        return RawImages(x, y, names, vx, vy)
-    x, y, names = _read_tree(root, resolution, channels)
-    return RawImages(x, y, names)
+            raise DataError(f"imagefolder: {root}/val classes {val_names} differ from "
+                            f"{root}/train classes {names}")
+        return root / "train", root / "val"
+    return root, None
+
+
+def describe_imagefolder(path: str | Path) -> DataInfo:
+    """Class names from the folder listing (no image is opened)."""
+    train_root, _ = _split_roots(Path(path))
+    return DataInfo("imagefolder", tuple(c.name for c in _class_dirs(train_root)), in_channels=3)
+
+
+def read_imagefolder(path: str | Path, resolution: int, channels: int = 3) -> RawImages:
+    """Every image under `path`, as `channels` (1: grey, 3: RGB) at `resolution` x `resolution`."""
+    if channels not in (1, 3):
+        raise DataError(f"imagefolder: in_channels must be 1 or 3, got {channels}")
+    train_root, val_root = _split_roots(Path(path))
+    x, y, names = _read_tree(train_root, resolution, channels)
+    if val_root is None:
+        return RawImages(x, y, names)
+    vx, vy, _ = _read_tree(val_root, resolution, channels)
+    return RawImages(x, y, names, vx, vy)

@@ -17,6 +17,21 @@ class DataNotFoundError(DataError, FileNotFoundError):
 
 
 @dataclass(frozen=True)
+class DataInfo:
+    """What a data set is, read from its listing or metadata without decoding an image: class
+    names (their order is the label order), native channels, and whether mirroring keeps labels."""
+
+    name: str
+    class_names: tuple[str, ...]
+    in_channels: int
+    flip_invariant: bool = True
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
 class RawImages:
     """Images of one data set, read but not yet split or normalised.
 

@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nas.config import SearchConfig, load_config
-    from nas.records import read_run
+    from results.run_directory import RunDirectory
     from nas.search import search
 
     if args.resume is not None:
@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
                 or args.concurrent is not None):
             raise ValueError("--resume continues a run with its stored config: "
                              "CONFIG, --trials, --concurrent and --out cannot be combined with it")
-        config = SearchConfig.from_dict(read_run(args.resume).config)
+        store = RunDirectory(args.resume)
+        store.check()
+        config = SearchConfig.from_dict(store.read_config())
     else:
         config = load_config(args.config)
     resources = config.resources

@@ -6,7 +6,6 @@ import math
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from search_spaces.blocks.ffn import init_linear_
@@ -33,12 +32,11 @@ def head_offsets(heads: int) -> list[tuple[float, float]]:
 
 
 class GatedPositionalAttention(nn.Module):
-    """A_h = (1 - sigmoid(lambda_h)) softmax(Q K^T / sqrt(d)) + sigmoid(lambda_h) softmax(v_pos_h . r_ij).
-
-    Both terms are row-stochastic, so A_h needs no renormalisation, and
-    A_h V = (1 - g_h) SDPA(Q, K, V) + g_h softmax(v_pos . r) V: SDPA for the content part and one
-    matmul for the positional part. Locality init: v_pos_h = -alpha (1, -2 dx_h, -2 dy_h) (a
-    softmax peaked at the head's offset), lambda_h = 1, the value projection the identity.
+    """A_h = (1 - sigmoid(lambda_h)) softmax(Q K^T / sqrt(d)) + sigmoid(lambda_h) softmax(v_pos_h . r_ij),
+    rows renormalised to sum 1, then one A_h V: what ConViT computes (and what fvcore counts: one
+    QK^T and one AV matmul, like plain attention). Locality init: v_pos_h = -alpha (1, -2 dx_h,
+    -2 dy_h) (a softmax peaked at the head's offset), lambda_h = 1, the value projection the
+    identity.
 
     (B, H*W, dim_in), (H, W) -> (B, H*W, dim_out); heads = dim_out // head_size.
     """
@@ -46,6 +44,7 @@ class GatedPositionalAttention(nn.Module):
     def __init__(self, dim_in: int, dim_out: int, heads: int, locality_strength: float = 1.0):
         super().__init__()
         self.heads = heads
+        self.scale = (dim_out // heads) ** -0.5
         self.qk = init_linear_(nn.Linear(dim_in, 2 * dim_out, bias=False))
         self.v = nn.Linear(dim_in, dim_out, bias=False)
         self.proj = init_linear_(nn.Linear(dim_out, dim_out))
@@ -74,10 +73,12 @@ class GatedPositionalAttention(nn.Module):
         b, n, _ = x.shape
         q, k = self.qk(x).reshape(b, n, 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # 2 x (B, h, N, d)
         v = self.v(x).reshape(b, n, self.heads, -1).transpose(1, 2)  # (B, h, N, d)
-        content = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, d)
-        positional = torch.matmul(self.positional_attention(grid, x.device).to(v.dtype), v)
-        g = self.gate().view(1, -1, 1, 1).to(v.dtype)
-        out = (1 - g) * content + g * positional  # (B, h, N, d)
+        content = (torch.matmul(q, k.transpose(-2, -1)) * self.scale).softmax(dim=-1)  # (B, h, N, N)
+        positional = self.positional_attention(grid, x.device).to(content.dtype)  # (h, N, N)
+        g = self.gate().view(1, -1, 1, 1).to(content.dtype)
+        attn = (1 - g) * content + g * positional
+        attn = attn / attn.sum(dim=-1, keepdim=True)  # exact sums of 1 up to rounding, as ConViT
+        out = torch.matmul(attn, v)  # (B, h, N, d)
         return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
 

@@ -33,11 +33,12 @@ class RelativeAttention(nn.Module):
     (B, H*W, dim_in), (H, W) -> (B, H*W, dim_out); heads = dim_out // head_size.
     """
 
-    def __init__(self, dim_in: int, dim_out: int, heads: int, grid: tuple[int, int]):
+    def __init__(self, dim_in: int, dim_out: int, heads: int, grid: tuple[int, int],
+                 qkv_bias: bool = True):
         super().__init__()
         self.heads = heads
         self.grid = tuple(grid)
-        self.qkv = init_linear_(nn.Linear(dim_in, 3 * dim_out, bias=True))
+        self.qkv = init_linear_(nn.Linear(dim_in, 3 * dim_out, bias=qkv_bias))
         self.proj = init_linear_(nn.Linear(dim_out, dim_out))
         h, w = self.grid
         self.bias_table = nn.Parameter(torch.zeros(heads, 2 * h - 1, 2 * w - 1))
@@ -68,6 +69,6 @@ class RelTransformerBlock(TransformerBlock):
     """`T` block: pre-norm relative attention + FFN; `grid` is the attention grid (after stride)."""
 
     def __init__(self, dim_in: int, dim_out: int, head_size: int, grid: tuple[int, int],
-                 stride: int = 1, expansion: int = 4):
-        attn = RelativeAttention(dim_in, dim_out, dim_out // head_size, grid)
+                 stride: int = 1, expansion: int = 4, qkv_bias: bool = True):
+        attn = RelativeAttention(dim_in, dim_out, dim_out // head_size, grid, qkv_bias)
         super().__init__(dim_in, dim_out, attn, stride, expansion, norm_eps=1e-5)

@@ -1,4 +1,5 @@
-"""`A`: plain multi-head self-attention (ViT/DeiT), qkv bias, LayerNorm eps 1e-6."""
+"""`A`: plain multi-head self-attention (ViT/DeiT), LayerNorm eps 1e-6; qkv bias as DeiT (on) or
+ConViT's plain-attention blocks (off)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ class Attention(nn.Module):
     (B, N, dim_in) -> (B, N, dim_out); heads = dim_out // head_size.
     """
 
-    def __init__(self, dim_in: int, dim_out: int, heads: int):
+    def __init__(self, dim_in: int, dim_out: int, heads: int, qkv_bias: bool = True):
         super().__init__()
         self.heads = heads
-        self.qkv = init_linear_(nn.Linear(dim_in, 3 * dim_out, bias=True))
+        self.qkv = init_linear_(nn.Linear(dim_in, 3 * dim_out, bias=qkv_bias))
         self.proj = init_linear_(nn.Linear(dim_out, dim_out))
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
@@ -33,6 +34,6 @@ class ViTBlock(TransformerBlock):
     """`A` block: pre-norm plain attention + FFN (DeiT)."""
 
     def __init__(self, dim_in: int, dim_out: int, head_size: int, stride: int = 1,
-                 expansion: int = 4):
-        attn = Attention(dim_in, dim_out, dim_out // head_size)
+                 expansion: int = 4, qkv_bias: bool = True):
+        attn = Attention(dim_in, dim_out, dim_out // head_size, qkv_bias)
         super().__init__(dim_in, dim_out, attn, stride, expansion, norm_eps=1e-6)
