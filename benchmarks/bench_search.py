@@ -50,9 +50,14 @@ def tune_run(trainable, n: int, reuse: bool, space, storage: str, param_space: d
     from ray import tune
 
     from nas.searcher import BudgetedOptunaSearch, make_sampler
+    from nas.study import create_study
+    from results.objectives import Objective
 
-    searcher = BudgetedOptunaSearch(space, [("gap", "min"), ("capacity", "max")],
-                                    make_sampler("random", 0, 1), storage)
+    run_dir = Path(storage) / f"run-{time.time_ns()}"
+    objectives = [("gap", "min"), ("capacity", "max")]
+    study = create_study(run_dir, "bench", [Objective(*o) for o in objectives],
+                         make_sampler("random", 0, 1))
+    searcher = BudgetedOptunaSearch(space, objectives, study, str(run_dir))
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}), param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n, max_concurrent_trials=2,

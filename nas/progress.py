@@ -62,30 +62,32 @@ def progress_line(recs: Sequence[dict[str, Any]], num_trials: int, elapsed_s: fl
 class ProgressCallback(tune.Callback):
     """Prints a progress line whenever a trial starts or ends."""
 
-    def __init__(self, num_trials: int, stream: TextIO | None = None):
+    def __init__(self, store: RunDirectory, num_trials: int, stream: TextIO | None = None):
+        self.store = store
         self.num_trials = num_trials
         self.stream = stream
         self._t0 = time.time()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"num_trials": self.num_trials, "stream": None, "_t0": self._t0}
+        return {**self.__dict__, "stream": None}
 
     def setup(self, **info: Any) -> None:
-        self._t0 = time.time()  # also on resume: time of this session
+        self._t0 = time.time()  # time of this session
 
     def _print(self, trial: Any, event: str) -> None:
-        from nas.tracking import run_dir_of
+        from nas.tracking import record_id_of
         try:
-            recs = RunDirectory(run_dir_of(trial)).read_records()
+            recs = self.store.read_records()
         except RunDirError:
             return
+        record_id = record_id_of(trial)
         line = progress_line(recs, self.num_trials, time.time() - self._t0)
-        mine = next((r for r in recs if r["trial_id"] == trial.trial_id), None)
+        mine = next((r for r in recs if r["trial_id"] == record_id), None)
         if mine is not None:
             event = f"{mine['layout']} {mine['status'] if event == 'ended' else event}"
             if mine["status"] in ("failed", "diverged") and mine.get("error"):
                 event += f": {mine['error'].splitlines()[0][:120]}"
-        print(f"{line}   <- {trial.trial_id} {event}", file=self.stream or sys.stdout, flush=True)
+        print(f"{line}   <- {record_id} {event}", file=self.stream or sys.stdout, flush=True)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._print(trial, "started")

@@ -6,9 +6,10 @@
     summary = search(run_dir="runs/...", resume=True)       # continue an interrupted one
 
 Steps: resolve the space against the data set, refuse a budget no architecture can meet (before
-Ray starts), start or join Ray, run Tune (BudgetedOptunaSearch + ASHA, records written by the
-driver callback), and write summary.json when every trial has ended. An interrupted search
-(Ctrl-C, or a killed driver) leaves its directory resumable with `resume=True`.
+Ray starts), open the run directory and its Optuna study, start or join Ray, run Tune
+(BudgetedOptunaSearch + ASHA, records written by the driver callback), and write summary.json
+when every trial has ended. An interrupted search (Ctrl-C, SIGTERM, a killed driver) leaves its
+directory resumable with `resume=True`, wherever the directory is moved (`nas.resume`).
 """
 
 from __future__ import annotations
@@ -23,26 +24,27 @@ from typing import Any, Callable
 
 from nas.config import SearchConfig, SearchConfigError, default_config
 from nas.progress import ProgressCallback, format_summary, summarize
+from nas.resume import ResumePlan, plan_resume
+from nas.signals import SearchStopped, StopSignals
 from results.objectives import METRIC_DIRECTIONS
-from results.run_directory import FINISHED, RAY_DIR, RunDirError, RunDirectory, read_run
+from results.run_directory import CONFIG_FILE, FINISHED, RAY_DIR, RunDirError, RunDirectory
 from search_spaces.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
-# Experiment state (trial statuses + searcher) is saved at most this often (seconds); a killed
-# driver loses at most this much Tune state (the trainable replays trials that had finished).
-CHECKPOINT_PERIOD_S = "1"
 LOCAL_NODE_IP = "127.0.0.1"
 
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What a search produced: its directory, whether it was interrupted, and summary.json's
-    content (counts per status, rejections by reason, best trials, Pareto front, timing)."""
+    """What a search produced: its directory, whether it was interrupted (and by which signal,
+    if one stopped it), and summary.json's content (counts per status, rejections by reason,
+    best trials, Pareto front, timing)."""
 
     run_dir: Path
     interrupted: bool
     data: dict[str, Any]
+    signal: int | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -99,11 +101,13 @@ def search(config: SearchConfig | None = None, run_dir: str | Path | None = None
            trainable: Callable[[dict[str, Any]], None] | None = None) -> RunSummary:
     """Run (or with `resume=True` continue) a search; returns its summary.
 
-    resume: `run_dir` must be an interrupted run; its stored config is used, except `resources`
-    when a `config` is given (e.g. other GPUs per trial). address: join this Ray cluster
-    (shared storage needed for RUN_DIR); default: start a local Ray. trainable: the function each
-    trial runs (default `nas.trainable.train_architecture`); wrap that one to add logging,
-    profiling or faults around every trial.
+    resume: `run_dir` must be an interrupted run; it continues where it lies (copied or moved
+    runs too) from its records and Optuna study, with its stored config, except `resources` and
+    `num_trials` when a `config` is given (other GPUs per trial, more trials). address: join this
+    Ray cluster (shared storage needed for RUN_DIR); default: start a local Ray. trainable: the
+    function each trial runs (default `nas.trainable.train_architecture`); wrap that one to add
+    logging, profiling or faults around every trial. SIGTERM stops a search as Ctrl-C does
+    (`nas.signals`); the summary says which signal stopped it.
     """
     started = time.time()
     if resume:
@@ -111,12 +115,58 @@ def search(config: SearchConfig | None = None, run_dir: str | Path | None = None
     else:
         config = config or default_config()
         run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if run_dir.exists() and any(not p.name.startswith(".") for p in run_dir.iterdir()):
             raise RunDirError(run_dir, f"run directory exists and is not empty "
                                        f"(continue it with --resume {run_dir})")
-    run_dir = run_dir.resolve()
+    store = RunDirectory(Path(run_dir).resolve())
     space = resolve_space(config)
     budget = make_budget(config, space)  # fails before Ray starts
+    ray_startup_s = None
+    with StopSignals() as stop:
+        try:
+            ray_startup_s = _run_session(store, config, space, budget, resume, address,
+                                         trainable, stop)
+        except SearchStopped:
+            if not store.is_run():
+                raise  # stopped before the run directory was made: nothing to resume
+    trained = sum(1 for r in store.read_records() if r["status"] in FINISHED)
+    interrupted = trained < config.num_trials and store.gave_up() is None
+    objectives = [o.to_dict() for o in config.objectives]
+    data = summarize(str(store.root), objectives, config.num_trials, time.time() - started,
+                     ray_startup_s, interrupted)
+    if not interrupted:
+        store.write_summary(data)
+    summary = RunSummary(run_dir=store.root, interrupted=interrupted, data=data,
+                         signal=stop.received)
+    print(summary, flush=True)
+    return summary
+
+
+def _run_session(store: RunDirectory, config: SearchConfig, space: SearchSpace, budget,
+                 resume: bool, address: str | None,
+                 trainable: Callable[[dict[str, Any]], None] | None,
+                 stop: StopSignals) -> float | None:
+    """One session of a search: open (or create) the run and its study, start Ray, run Tune
+    until the requested trials are trained or a stop signal arrives. Returns Ray's start-up time
+    (None when nothing was left to train)."""
+    from nas.searcher import BudgetedOptunaSearch, make_sampler
+    from nas.study import create_study, load_study, study_path
+
+    s = config.sampler
+    study, plan = None, ResumePlan(finished=0, rerun=())
+    if resume and not study_path(store.root).is_file() and not store.scan_records()[0]:
+        resume = False  # stopped before its study was made: nothing ran, so start it afresh
+    if resume:
+        study = load_study(store.root, config.name, make_sampler(s.name, s.seed, s.startup_trials))
+        # A new seed per session: a resumed sampler must not replay the first session's draws.
+        study.sampler = make_sampler(s.name, s.seed + len(study.trials), s.startup_trials)
+        store.write_config(config.to_dict())  # what this session runs (--trials may raise it)
+        plan = plan_resume(store, study, [o.name for o in config.objectives], config.epochs)
+        for note in plan.notes:
+            print(f"resume: {note}", flush=True)
+        if plan.finished >= config.num_trials:
+            print(f"search: all {config.num_trials} trials already trained", flush=True)
+            return None
 
     _quiet_ray_env()
     import ray
@@ -124,53 +174,54 @@ def search(config: SearchConfig | None = None, run_dir: str | Path | None = None
     t0 = time.time()
     started_ray = _start_ray(config, address)
     ray_startup_s = time.time() - t0
+    stop.reinstall()  # Ray's core worker installs its own SIGTERM handler (a stack dump)
     try:
-        _check_resources(config)
-        store = RunDirectory(run_dir)
-        store.create()
-        if not resume:
+        _check_resources(config)  # before a new run directory is made
+        if study is None:  # the config first: from then on the run is resumable
             store.write_config(config.to_dict())
+            study = create_study(store.root, config.name, config.objectives,
+                                 make_sampler(s.name, s.seed, s.startup_trials))
+            store.create()
         store.clear_summary()
-        trial_fn = _trainable(config, trainable)
-        tuner = (_restore_tuner(run_dir, config, trial_fn) if resume
-                 else _new_tuner(run_dir, config, space, budget, trial_fn))
-        print(f"search: {config.num_trials} trials of {config.epochs} epochs, "
-              f"{config.resources.max_concurrent_trials} at a time -> {run_dir}", flush=True)
-        results = tuner.fit()
-        unfinished = len(results) - results.num_terminated - results.num_errors
+        store.clear_gave_up()
+        remaining = config.num_trials - plan.finished
+        searcher = BudgetedOptunaSearch(
+            space=space, objectives=[(o.name, o.direction) for o in config.objectives],
+            study=study, run_dir=str(store.root), budget=budget,
+            max_attempts=config.budget.max_attempts, epochs=config.epochs, rerun=plan.rerun)
+        tuner = _new_tuner(store, config, searcher, remaining, _trainable(config, trainable))
+        print(f"search: {remaining} of {config.num_trials} trials of {config.epochs} epochs to "
+              f"train, {config.resources.max_concurrent_trials} at a time -> {store.root}",
+              flush=True)
+        stop.tuning = True
+        try:
+            tuner.fit()
+        finally:
+            stop.tuning = False
     finally:
         if started_ray:
             ray.shutdown()
-    store = RunDirectory(run_dir)
-    trained = sum(1 for r in store.read_records() if r["status"] in FINISHED)
-    interrupted = unfinished > 0 or (trained < config.num_trials and len(results) < config.num_trials
-                                     and store.gave_up() is None)
-    objectives = [{"name": o.name, "direction": o.direction} for o in config.objectives]
-    data = summarize(str(run_dir), objectives, config.num_trials, time.time() - started,
-                     ray_startup_s, interrupted)
-    if not interrupted:
-        store.write_summary(data)
-    summary = RunSummary(run_dir=run_dir, interrupted=interrupted, data=data)
-    print(summary, flush=True)
-    return summary
+    return ray_startup_s
 
 
 def _resumable(run_dir: str | Path | None, config: SearchConfig | None) -> tuple[Path, SearchConfig]:
     if run_dir is None:
         raise ValueError("resume: give the run directory to continue")
-    run_dir = Path(run_dir)
-    run = read_run(run_dir)  # RunDirError (a ValueError) names what is wrong
-    if not (run_dir / RAY_DIR / "tuner.pkl").exists():
-        raise RunDirError(run_dir, f"no Ray Tune state in {RAY_DIR}/ to resume "
-                                   "(the search never started)")
-    stored = SearchConfig.from_dict(run.config)
+    store = RunDirectory(run_dir)
+    store.check()  # RunDirError (a ValueError) names what is wrong
+    try:
+        stored = SearchConfig.from_dict(store.read_config())
+    except ValueError as exc:
+        raise RunDirError(store.root / CONFIG_FILE, f"not a usable search config: {exc}") from None
     if config is not None:
-        stored = stored.replace(resources=config.resources)
-    return run_dir, stored
+        stored = stored.replace(resources=config.resources, num_trials=config.num_trials)
+    return store.root, stored
 
 
 def _quiet_ray_env() -> None:
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", CHECKPOINT_PERIOD_S)
+    # Tune's own advice on a stop (Tuner.restore(...)) and its missing-metrics warnings for
+    # stopped trials would contradict ours: a run resumes with `--resume RUN_DIR`.
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 means silent
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # the records keep the error text
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -215,28 +266,25 @@ def _trainable(config: SearchConfig, trainable: Callable[[dict[str, Any]], None]
                                {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})
 
 
-def _param_space(run_dir: Path, config: SearchConfig) -> dict[str, Any]:
-    """Constants every trial's config carries beside the searcher's `arch`, `cost`, `number`."""
+def _param_space(config: SearchConfig) -> dict[str, Any]:
+    """Constants every trial's config carries beside the searcher's `arch`, `cost`, `number`,
+    `record_id` and `position` (no path: trials never touch the run directory)."""
     return {"trial": config.to_dict()["trial"], "threads": config.resources.threads,
-            "keep_weights": config.keep_weights, "run_dir": str(run_dir)}
+            "keep_weights": config.keep_weights}
 
 
 def trial_dirname(trial: Any) -> str:
     return trial.trial_id
 
 
-def _new_tuner(run_dir: Path, config: SearchConfig, space: SearchSpace, budget, trial_fn):
+def _new_tuner(store: RunDirectory, config: SearchConfig, searcher, num_samples: int, trial_fn):
+    """A fresh Tune experiment for this session, under RUN/ray/session-<time>. Tune's own state is
+    never restored: a resumed search is a new session over the same records and study."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from nas.searcher import BudgetedOptunaSearch, make_sampler
     from nas.tracking import RecordsCallback
 
-    s = config.sampler
-    searcher = BudgetedOptunaSearch(
-        space=space, objectives=[(o.name, o.direction) for o in config.objectives],
-        sampler=make_sampler(s.name, s.seed, s.startup_trials), run_dir=str(run_dir),
-        budget=budget, max_attempts=config.budget.max_attempts, epochs=config.epochs)
     sch = config.scheduler
     if sch.name == "asha" and config.epochs > sch.grace_period:
         scheduler = ASHAScheduler(
@@ -246,25 +294,18 @@ def _new_tuner(run_dir: Path, config: SearchConfig, space: SearchSpace, budget, 
             stop_last_trials=False)  # a trial in its last epoch ends by itself, with its final report
     else:
         scheduler = FIFOScheduler()
+    session = datetime.now(timezone.utc).strftime("session-%Y%m%d-%H%M%S-%f")
     return tune.Tuner(
         trial_fn,
-        param_space=_param_space(run_dir, config),
+        param_space=_param_space(config),
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=config.num_trials,
+            search_alg=searcher, scheduler=scheduler, num_samples=num_samples,
             max_concurrent_trials=config.resources.max_concurrent_trials, reuse_actors=True,
             trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=RAY_DIR, storage_path=str(run_dir),
-            callbacks=[RecordsCallback([o.name for o in config.objectives], config.epochs),
-                       ProgressCallback(config.num_trials)],
+            name=session, storage_path=str(store.root / RAY_DIR),
+            callbacks=[RecordsCallback(store, [o.name for o in config.objectives], config.epochs),
+                       ProgressCallback(store, config.num_trials)],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             verbose=0),
     )
-
-
-def _restore_tuner(run_dir: Path, config: SearchConfig, trial_fn):
-    from ray import tune
-
-    return tune.Tuner.restore(str(run_dir / RAY_DIR), trial_fn,
-                              resume_unfinished=True, resume_errored=False, restart_errored=False,
-                              param_space=_param_space(run_dir, config))

@@ -1,6 +1,7 @@
-"""The budget-aware searcher: Ray Tune's OptunaSearch with a price check before every trial.
+"""The budget-aware searcher: Ray Tune asks it for trials, an Optuna study (kept in the run
+directory, `nas.study`) proposes them, and every candidate is priced before it may train.
 
-`BudgetedOptunaSearch.suggest` asks Optuna for a candidate (define-by-run, through the search
+`BudgetedOptunaSearch.suggest` asks the study for a candidate (define-by-run, through the search
 space's `sample_architecture`), prices it with `evaluators.cost`, and only hands it to Tune if it
 fits the FLOP/param budget. A candidate over budget is told to Optuna at once as infeasible
 (constraint values > 0 via `trial.set_constraint`, state PRUNED: it never trained), gets a
@@ -9,28 +10,30 @@ A candidate already trained (same arch_id; training is seeded, so it would repea
 numbers) is not trained again either: rejected as a duplicate, told to Optuna with its twin's
 values when those are known.
 
-On completion it tells Optuna what really happened instead of OptunaSearch's default (which
-tells every stopped trial's last result as COMPLETE):
+On completion it tells Optuna what really happened:
 - the trial's final report (`final` = 1) of a run that finished its epochs -> COMPLETE;
-- a trial that stopped before its final report (ASHA) -> PRUNED, never in the Pareto front;
+- a trial that stopped before its final report (early stopping) -> PRUNED, never in the front;
 - a trial that diverged or raised (reported by the trainable, or an error Ray saw) -> FAIL.
+
+Everything it knows lives in the study and the records, so a new searcher over the same study
+(`--resume`) carries on: it knows which architectures were trained, and hands out first the
+trials an interruption cut short (`rerun`), under their old record ids.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
-from evaluators.cost import Budget
-from results.run_directory import RunDirectory, TRIALS_DIR, new_record, now_iso
+from evaluators.cost import Budget, count_cost
+from nas.study import ARCH_ATTR, COST_ATTR, RECORD_ATTR, REJECTION_ATTR
+from results.run_directory import RunDirectory, new_record, now_iso
 from search_spaces.architecture import Architecture
 from search_spaces.space import SearchSpace, sample_architecture
 
@@ -39,6 +42,7 @@ logger = logging.getLogger(__name__)
 FINAL_KEY = "final"        # 1.0 in a trial's last report after it trained its whole budget
 DIVERGED_KEY = "diverged"  # 1.0 in that report when training diverged
 FAILED_KEY = "failed"      # 1.0 in that report when the trial raised
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def trial_outcome(result: dict | None, objectives: Sequence[str],
@@ -61,12 +65,6 @@ def trial_outcome(result: dict | None, objectives: Sequence[str],
     return "completed", TrialState.COMPLETE, [float(v) for v in values]
 
 
-def sample_config(trial: optuna.trial.BaseTrial, space: SearchSpace) -> dict[str, Any]:
-    """Define-by-run function for OptunaSearch: one architecture, as Tune config constants."""
-    arch = sample_architecture(trial, space)
-    return {"arch": arch.to_dict()}
-
-
 def make_sampler(name: str, seed: int, startup_trials: int) -> optuna.samplers.BaseSampler:
     """The Optuna sampler named in the config, seeded."""
     if name == "tpe":
@@ -78,56 +76,88 @@ def make_sampler(name: str, seed: int, startup_trials: int) -> optuna.samplers.B
     raise ValueError(f"sampler.name: unknown sampler {name!r}")
 
 
-class BudgetedOptunaSearch(OptunaSearch):
-    """OptunaSearch over a `SearchSpace` that never suggests an architecture over `budget`.
+@dataclass(frozen=True)
+class Rerun:
+    """A trial an interruption cut short: trained again from the start under its old record id."""
 
-    objectives: [(metric, "min"|"max"), ...]; run_dir: where rejected records and the Optuna
-    state of each trial are written; epochs: each trial's budget (for the records).
+    record_id: str
+    number: int  # its Optuna trial number
+
+
+class BudgetedOptunaSearch(Searcher):
+    """A Ray Tune searcher over a `SearchSpace` that never suggests an architecture over `budget`.
+
+    study: the run's Optuna study (`nas.study`), with one direction per objective;
+    objectives: [(metric, "min"|"max"), ...]; run_dir: where rejected records go;
+    epochs: each trial's budget (for the records); rerun: trials to hand out again first.
     """
 
     def __init__(self, space: SearchSpace, objectives: Sequence[tuple[str, str]],
-                 sampler: optuna.samplers.BaseSampler, run_dir: str,
-                 budget: Budget | None = None, max_attempts: int = 50, epochs: int = 1):
+                 study: optuna.Study, run_dir: str, budget: Budget | None = None,
+                 max_attempts: int = 50, epochs: int = 1, rerun: Sequence[Rerun] = ()):
         metrics = [name for name, _ in objectives]
-        modes = [mode for _, mode in objectives]
-        single = len(metrics) == 1
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        super().__init__(space=functools.partial(sample_config, space=space),
-                         metric=metrics[0] if single else metrics,
-                         mode=modes[0] if single else modes, sampler=sampler)
+        super().__init__(metric=metrics[0] if len(metrics) == 1 else None,
+                         mode=objectives[0][1] if len(metrics) == 1 else None)
+        self.space = space
+        self.metrics = metrics
+        self._study = study
+        self.store = RunDirectory(run_dir)
         self.budget = budget
         self.max_attempts = max_attempts
-        self.run_dir = str(run_dir)
-        self.store = RunDirectory(run_dir)
         self.epochs = epochs
-        self.accepted = 0
         self.max_concurrent = 0  # 0: no limit; Tune sets it through set_max_concurrency
-        self.live: set[str] = set()
-        self.trained: dict[str, str] = {}  # arch_id -> trial_id of every suggested architecture
+        self.rerun = list(rerun)
+        self.live: dict[str, optuna.trial.FrozenTrial] = {}  # Tune trial id -> its Optuna trial
+        self.trained: dict[str, str] = {}  # arch_id -> record id of every accepted architecture
         self.values: dict[str, list[float]] = {}  # arch_id -> objective values told to Optuna
+        self.accepted = 0
+        for trial in study.get_trials(deepcopy=False):
+            if RECORD_ATTR in trial.user_attrs:
+                arch_id = Architecture.from_dict(trial.user_attrs[ARCH_ATTR]).arch_id
+                self.trained[arch_id] = trial.user_attrs[RECORD_ATTR]
+                self.accepted += 1
+                if trial.state == TrialState.COMPLETE:
+                    self.values[arch_id] = list(trial.values)
 
-    # ---- suggestions -----------------------------------------------------------------------
+    @property
+    def study(self) -> optuna.Study:
+        return self._study
+
+    # ---- Tune's searcher interface -----------------------------------------------------------
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
+                              **spec: Any) -> bool:
+        return True  # the space and objectives are ours; Tune's param_space holds constants only
+
     def set_max_concurrency(self, max_concurrent: int) -> bool:
-        """Limit live trials here rather than in Tune's ConcurrencyLimiter, whose count of live
-        trials is not saved with the experiment (after a resume it forgets restored trials and
-        never passes their completion on)."""
+        """Limit live trials here rather than in Tune's ConcurrencyLimiter."""
         self.max_concurrent = max_concurrent
         return True
 
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the state is the study (journal) and the records, both on disk."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: a resumed search builds a new searcher over the stored study."""
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if trial_id in self._ot_trials:  # asked again for a trial we already priced
-            return self._config(self._ot_trials[trial_id])
+        if trial_id in self.live:  # asked again for a trial we already gave out
+            return self._config(self.live[trial_id])
         if self.max_concurrent and len(self.live) >= self.max_concurrent:
             return None
+        if self.rerun:
+            again = self.rerun.pop(0)
+            trial = self._study.get_trials(deepcopy=False)[again.number]
+            self.live[trial_id] = trial
+            return self._config(trial)
         duplicates = 0
         for _ in range(self.max_attempts):
-            ot_trial = self._ot_study.ask()
-            params = self._suggest_from_define_by_run_func(self._space, ot_trial)
-            arch = Architecture.from_dict(params["arch"])
+            ot_trial = self._study.ask()
+            arch = sample_architecture(ot_trial, self.space)
             check = self.budget.check(arch) if self.budget is not None else None
             cost = _cost_dict(arch, check)
-            ot_trial.set_user_attr("arch", arch.to_dict())
-            ot_trial.set_user_attr("cost", cost)
+            ot_trial.set_user_attr(ARCH_ATTR, arch.to_dict())
+            ot_trial.set_user_attr(COST_ATTR, cost)
+            ot_trial.set_user_attr("layout", arch.layout)
             self._set_constraints(ot_trial, cost)
             twin = self.trained.get(arch.arch_id)
             if twin is not None:  # trained (or training) already: the same seed gives the same numbers
@@ -136,13 +166,12 @@ class BudgetedOptunaSearch(OptunaSearch):
                 duplicates += 1
                 continue
             if check is None or check.fits:
-                position = self.accepted
+                ot_trial.set_user_attr(RECORD_ATTR, trial_id)
+                ot_trial.set_user_attr("position", self.accepted)
                 self.accepted += 1
-                ot_trial.set_user_attr("position", position)
-                self._ot_trials[trial_id] = ot_trial
-                self.live.add(trial_id)
                 self.trained[arch.arch_id] = trial_id
-                return self._config(ot_trial)
+                self.live[trial_id] = self._study.get_trials(deepcopy=False)[ot_trial.number]
+                return self._config(self.live[trial_id])
             self._reject(ot_trial, arch, cost, "; ".join(check.reasons))
         message = (f"no new architecture within budget after {self.max_attempts} candidates in a "
                    f"row ({duplicates} already trained, {self.max_attempts - duplicates} over "
@@ -152,10 +181,27 @@ class BudgetedOptunaSearch(OptunaSearch):
         self.store.write_gave_up(message)
         return Searcher.FINISHED
 
-    def _config(self, ot_trial: optuna.Trial) -> dict[str, Any]:
-        attrs = ot_trial.user_attrs
-        return {"arch": attrs["arch"], "cost": attrs["cost"], "number": ot_trial.number,
-                "position": attrs["position"]}
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        # Nothing to tell mid-run: Optuna's intermediate values are single-objective only, and
+        # early stopping is the scheduler's job.
+        return
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        trial = self.live.pop(trial_id, None)
+        if trial is None:
+            return
+        _, state, values = trial_outcome(result, self.metrics, error)
+        told = tell(self._study, trial.number, state, values)
+        if state == TrialState.COMPLETE:
+            self.values[Architecture.from_dict(trial.user_attrs[ARCH_ATTR]).arch_id] = values
+        self.store.update_record(trial.user_attrs[RECORD_ATTR], optuna_state=told.state.name)
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _config(self, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        attrs = trial.user_attrs
+        return {"arch": attrs[ARCH_ATTR], "cost": attrs[COST_ATTR], "number": trial.number,
+                "record_id": attrs[RECORD_ATTR], "position": attrs["position"]}
 
     def _set_constraints(self, ot_trial: optuna.Trial, cost: dict[str, int]) -> None:
         # Feasible when <= 0: relative excess over each limit (TPE and NSGA-II read these).
@@ -170,62 +216,42 @@ class BudgetedOptunaSearch(OptunaSearch):
                 reason: str, values: list[float] | None = None) -> None:
         """Not trained. Over budget: infeasible, PRUNED. A duplicate: its twin's values when
         known (COMPLETE, so the sampler keeps the information), else PRUNED."""
+        ot_trial.set_user_attr(REJECTION_ATTR, reason)
         if values is not None:
-            self._ot_study.tell(ot_trial, values[0] if len(values) == 1 else values)
+            self._study.tell(ot_trial, values[0] if len(values) == 1 else values)
         else:
-            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
-        self.store.write_record(new_record(
-            trial_id=f"rejected-{ot_trial.number}", number=ot_trial.number, status="rejected",
-            architecture=arch.to_dict(), arch_id=arch.arch_id, layout=arch.layout, cost=cost,
-            epochs_budget=self.epochs, rejection=reason,
-            optuna_state="COMPLETE" if values is not None else "PRUNED",
-            ended=now_iso()))
+            self._study.tell(ot_trial, state=TrialState.PRUNED)
+        self.store.write_record(rejected_record(self._study.get_trials(deepcopy=False)[ot_trial.number],
+                                                self.epochs))
 
-    def restore(self, checkpoint_path: str) -> None:
-        """Restore the saved state, then drop the records of candidates rejected after that save:
-        the restored study hands out their trial numbers again, so those records would collide."""
-        super().restore(checkpoint_path)
-        known = len(self._ot_study.trials)
-        trials_dir = Path(self.run_dir) / TRIALS_DIR
-        for path in trials_dir.glob("rejected-*.json"):
-            number = path.stem.removeprefix("rejected-")
-            if number.isdigit() and int(number) >= known:
-                path.unlink()
 
-    # ---- outcomes --------------------------------------------------------------------------
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        # Nothing to tell mid-run: Optuna's intermediate values are single-objective only, and
-        # early stopping is ASHA's job (the study's pruner is a NopPruner).
-        return
+def tell(study: optuna.Study, number: int, state: TrialState,
+         values: Sequence[float]) -> optuna.trial.FrozenTrial:
+    """Tell Optuna how trial `number` ended (once: a trial already finished keeps what it was
+    told); returns the trial as stored."""
+    stored = study.get_trials(deepcopy=False)[number]
+    if stored.state in FINISHED_STATES:
+        return stored
+    if state == TrialState.COMPLETE:
+        study.tell(number, values[0] if len(values) == 1 else list(values))
+    else:
+        study.tell(number, state=state)
+    return study.get_trials(deepcopy=False)[number]
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None,
-                          error: bool = False) -> None:
-        self.live.discard(trial_id)
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
-        ot_trial = self._ot_trials[trial_id]
-        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-        _, state, values = trial_outcome(result, metrics, error)
-        try:
-            if state == TrialState.COMPLETE:
-                self._ot_study.tell(ot_trial, values[0] if len(values) == 1 else values)
-                self.values[Architecture.from_dict(ot_trial.user_attrs["arch"]).arch_id] = values
-            else:
-                self._ot_study.tell(ot_trial, state=state)
-        except Exception as exc:  # a trial told twice after a restore, for example
-            logger.warning("could not tell Optuna trial %d: %s", ot_trial.number, exc)
-        self._completed_trials.add(trial_id)
-        told = self._ot_study.get_trials(deepcopy=False)[ot_trial.number].state
-        self.store.update_record(trial_id, optuna_state=told.name)
 
-    @property
-    def study(self) -> optuna.Study:
-        return self._ot_study
+def rejected_record(trial: optuna.trial.FrozenTrial, epochs: int) -> dict[str, Any]:
+    """The record of a candidate that was not trained, from what its Optuna trial holds."""
+    arch = Architecture.from_dict(trial.user_attrs[ARCH_ATTR])
+    return new_record(
+        trial_id=f"rejected-{trial.number}", number=trial.number, status="rejected",
+        architecture=arch.to_dict(), arch_id=arch.arch_id, layout=arch.layout,
+        cost=trial.user_attrs[COST_ATTR], epochs_budget=epochs,
+        rejection=trial.user_attrs.get(REJECTION_ATTR), optuna_state=trial.state.name,
+        ended=now_iso())
 
 
 def _cost_dict(arch: Architecture, check: Any) -> dict[str, int]:
     if check is None:
-        from evaluators.cost import count_cost
         cost, resolution = count_cost(arch), arch.resolution
     else:
         cost, resolution = check.cost, check.resolution

@@ -3,8 +3,8 @@
 A record is written when the trial starts, after every reported epoch, and when it ends; the end
 status comes from what Tune saw: `completed` (its final report arrived), `diverged`, `pruned`
 (stopped by the scheduler before its final report) or `failed` (raised; the error text is kept).
-The run directory is found from the trial's storage path (RUN_DIR/ray/<trial>), so a resumed run
-writes where it now lives.
+Records are keyed by the record id the searcher gave the trial (a trial trained again after an
+interruption keeps its id), and written on the driver, so trials may run on any node.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 from ray import tune
 
-from results.run_directory import RunDirectory, new_record, now_iso
 from nas.searcher import DIVERGED_KEY, FAILED_KEY, FINAL_KEY, trial_outcome
 from nas.trainable import ERROR_KEY, WEIGHTS_FILE
+from results.run_directory import RunDirectory, new_record, now_iso
 from search_spaces.architecture import Architecture
 
 # Keys Ray Tune adds to every result; they are not trial metrics.
@@ -31,17 +31,9 @@ TUNE_KEYS = {
 }
 
 
-LOST = ("lost: the driver stopped before Ray Tune saved this trial's state, so the resumed "
-        "search could not continue it")
-
-
-def run_dir_of(trial: Any) -> Path:
-    """RUN_DIR of a Tune trial: its storage path (the experiment lives in RUN_DIR/ray)."""
-    return Path(trial.storage.storage_fs_path)
-
-
-def store_of(trial: Any) -> RunDirectory:
-    return RunDirectory(run_dir_of(trial))
+def record_id_of(trial: Any) -> str:
+    """The id of a Tune trial's record (the searcher's, kept across interruptions)."""
+    return str(trial.config.get("record_id", trial.trial_id))
 
 
 def metrics_of(result: dict[str, Any]) -> dict[str, float]:
@@ -51,47 +43,28 @@ def metrics_of(result: dict[str, Any]) -> dict[str, float]:
 
 
 class RecordsCallback(tune.Callback):
-    """Writes RUN_DIR/trials/<trial_id>.json for every trial Tune runs."""
+    """Writes RUN/trials/<record_id>.json for every trial Tune runs, and copies kept weights
+    into RUN/weights/."""
 
-    def __init__(self, objectives: list[str], epochs: int):
+    def __init__(self, store: RunDirectory, objectives: list[str], epochs: int):
+        self.store = store
         self.objectives = list(objectives)
         self.epochs = epochs
         self._t0: dict[str, float] = {}
-        self._reconciled = False
-
-    def setup(self, **info: Any) -> None:
-        self._reconciled = False
-
-    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        """Once per session: a `running` record of a trial the (restored) Tune state does not
-        hold was started after Tune last saved its state and then lost with the driver."""
-        if self._reconciled or not trials:
-            return
-        self._reconciled = True
-        store = store_of(trials[0])
-        known = {t.trial_id for t in trials}
-        for record in store.read_records():
-            if record["status"] == "running" and record["trial_id"] not in known:
-                record.update(status="failed", ended=now_iso(), error=LOST)
-                store.write_record(record)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        store = store_of(trial)
-        prior = store.read_record(trial.trial_id)
-        self._t0[trial.trial_id] = time.time()
-        if prior is not None and prior["status"] in ("completed", "diverged"):
-            return  # finished before an interruption; the trainable replays it
+        record_id = record_id_of(trial)
+        self._t0[record_id] = time.time()
         config = trial.config
         arch = Architecture.from_dict(config["arch"])
-        store.write_record(new_record(
-            trial_id=trial.trial_id, number=int(config["number"]), status="running",
+        self.store.write_record(new_record(
+            trial_id=record_id, number=int(config["number"]), status="running",
             architecture=arch.to_dict(), arch_id=arch.arch_id, layout=arch.layout,
             cost=dict(config["cost"]), epochs_budget=self.epochs, started=now_iso()))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        store = store_of(trial)
-        record = store.read_record(trial.trial_id)
+        record = self.store.read_record(record_id_of(trial))
         if record is None:
             return
         row = metrics_of(result)
@@ -104,15 +77,15 @@ class RecordsCallback(tune.Callback):
                       epochs_done=int(max((h.get("epoch", 0) for h in history), default=0)))
         if result.get(ERROR_KEY):
             record["error"] = str(result[ERROR_KEY])
-        store.write_record(record)
+        self.store.write_record(record)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any,
                       **info: Any) -> None:
         source = Path(checkpoint.path) / WEIGHTS_FILE
         if not source.exists():
             return
-        store = store_of(trial)
-        store.update_record(trial.trial_id, weights=store.save_weights(trial.trial_id, source))
+        record_id = record_id_of(trial)
+        self.store.update_record(record_id, weights=self.store.save_weights(record_id, source))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
@@ -127,22 +100,20 @@ class RecordsCallback(tune.Callback):
         self._finish(trial, "failed", error=_error_text(trial))
 
     def _finish(self, trial: Any, status: str, error: str | None = None) -> None:
-        store = store_of(trial)
-        record = store.read_record(trial.trial_id)
+        record_id = record_id_of(trial)
+        record = self.store.read_record(record_id)
         if record is None:
             return
-        replayed = record["status"] == status and record["ended"] is not None
         record["status"] = status
         if error is not None:
             record["error"] = error
         if status == "completed" and record["metrics"]:
             record["objectives"] = {name: record["metrics"].get(name, math.nan)
                                     for name in self.objectives}
-        if not replayed:
-            record["ended"] = now_iso()
-            t0 = self._t0.pop(trial.trial_id, None)
-            record["wall_time_s"] = None if t0 is None else round(time.time() - t0, 3)
-        store.write_record(record)
+        record["ended"] = now_iso()
+        t0 = self._t0.pop(record_id, None)
+        record["wall_time_s"] = None if t0 is None else round(time.time() - t0, 3)
+        self.store.write_record(record)
 
 
 def _error_text(trial: Any) -> str:

@@ -1,9 +1,10 @@
 """The Ray Tune function trainable: one trial = one architecture trained by `evaluators.run_trial`.
 
 Config keys (set by the searcher and `nas.search`): `arch` (canonical dict), `cost`
-({params, flops, resolution}), `number` (Optuna's), `trial` (evaluators.TrialConfig as a
-mapping), `threads` (= the trial's CPUs), `keep_weights`, `run_dir`, `position` (0-based, among
-the trained trials in suggestion order).
+({params, flops, resolution}), `number` (Optuna's), `record_id` (the trial's record),
+`position` (0-based, among the trained trials in suggestion order), `trial`
+(evaluators.TrialConfig as a mapping), `threads` (= the trial's CPUs), `keep_weights`. No path:
+a trial knows nothing of where the run directory lies.
 
 Every epoch goes to Tune with `tune.report` (plus the cheap `flops`/`params`), except the last:
 that one is sent after `run_trial` returns, marked `final` = 1 (and `diverged` = 1 when training
@@ -28,7 +29,6 @@ from ray import tune
 from evaluators.trial import TrialConfig, run_trial
 from nas.searcher import DIVERGED_KEY, FAILED_KEY, FINAL_KEY
 from results.objectives import METRIC_DIRECTIONS
-from results.run_directory import RunDirectory
 from search_spaces.architecture import Architecture
 
 WEIGHTS_FILE = "model.pt"
@@ -50,10 +50,6 @@ def train_architecture(config: dict[str, Any]) -> None:
     epochs = trial_config.train.epochs
     cheap = {"flops": float(config["cost"]["flops"]), "params": float(config["cost"]["params"])}
 
-    prior = _finished_record(config.get("run_dir"), arch)
-    if prior is not None:  # finished before the driver was killed: replay, do not retrain
-        _replay(prior, cheap)
-        return
     held: dict[str, dict[str, Any]] = {}
 
     def report(metrics: dict[str, float]) -> None:
@@ -93,23 +89,3 @@ def train_architecture(config: dict[str, Any]) -> None:
 def _empty_row() -> dict[str, float]:
     """A report for a trial with no good epoch: every metric NaN (Tune wants the keys)."""
     return {**{name: math.nan for name in METRIC_DIRECTIONS}, "epoch": 0.0}
-
-
-def _finished_record(run_dir: str | None, arch: Architecture) -> dict[str, Any] | None:
-    """This trial's record if it already trained to the end (same trial id and architecture)."""
-    if not run_dir or not Path(run_dir).is_dir():
-        return None
-    record = RunDirectory(run_dir).read_record(tune.get_context().get_trial_id())
-    if (record and record.get("status") in ("completed", "diverged")
-            and record.get("arch_id") == arch.arch_id and record.get("history")):
-        return record
-    return None
-
-
-def _replay(record: dict[str, Any], cheap: dict[str, float]) -> None:
-    """One final report of the recorded last epoch. Not epoch by epoch: the scheduler's state is
-    not restored with a run, so a fresh ASHA would judge the replayed early epochs against the new
-    session's trials and could stop (and so mark pruned) a trial that had finished. The record
-    keeps the full history."""
-    tune.report({**record["history"][-1], **cheap, FINAL_KEY: 1.0, FAILED_KEY: 0.0,
-                 DIVERGED_KEY: float(record["status"] == "diverged")})

@@ -6,7 +6,9 @@
     RUN/weights/<trial_id>.pt  trained state_dict of finished trials (load with weights_only=True)
     RUN/summary.json           counts and timing, written when the search ends (absent while it
                                runs or after an interruption)
-    RUN/ray/                   Ray Tune's working files
+    RUN/study.journal          the Optuna study (journal storage): every candidate and what it
+                               was told; what `--resume` continues and optuna-dashboard opens
+    RUN/ray/                   Ray Tune's working files of each session (never read back)
     RUN/searcher_gave_up.txt   why the searcher ended early (no candidate within budget)
 
 `RunDirectory(path)` is the one way in: typed reads and atomic writes of those files. `read_run`
@@ -41,6 +43,7 @@ TRIALS_DIR = "trials"
 WEIGHTS_DIR = "weights"
 RAY_DIR = "ray"
 GAVE_UP_FILE = "searcher_gave_up.txt"
+STUDY_FILE = "study.journal"
 REQUIRED_FIELDS = ("trial_id", "status", "architecture")
 
 
@@ -98,8 +101,8 @@ class RunDirectory:
 
     # ---- the run as a whole -------------------------------------------------------------------
     def is_run(self) -> bool:
-        """Does this hold a run (its config and trials folder)?"""
-        return (self.root / CONFIG_FILE).is_file() and (self.root / TRIALS_DIR).is_dir()
+        """Does this hold a run (its config, written first when a search starts)?"""
+        return (self.root / CONFIG_FILE).is_file()
 
     def check(self) -> None:
         """Raise RunDirError saying what is missing unless this is a run directory."""
@@ -218,6 +221,9 @@ class RunDirectory:
 
     def write_gave_up(self, message: str) -> None:
         _atomic_write(self.root / GAVE_UP_FILE, message + "\n")
+
+    def clear_gave_up(self) -> None:
+        (self.root / GAVE_UP_FILE).unlink(missing_ok=True)
 
     def gave_up(self) -> str | None:
         """Why the searcher ended the search early (no candidate within budget), or None."""

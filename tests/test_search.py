@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from results.run_directory import RunDirectory
 from nas.cli import main
 from nas.config import SearchConfig, default_config, load_config
 from nas.searcher import BudgetedOptunaSearch, make_sampler
+from nas.study import create_study, load_study
+from results.objectives import Objective
 from search_spaces.architecture import Architecture
 from search_spaces.model import build_model
 from search_spaces.space import default_space
@@ -89,6 +92,26 @@ def run(tmp_path_factory) -> records.Run:
     return records.read_run(summary.run_dir)
 
 
+OBJECTIVES = (("gap", "min"), ("capacity", "max"))
+
+
+def make_searcher(run_dir: Path, space, sampler: str, seed: int = 0,
+                  objectives=OBJECTIVES, **kwargs) -> BudgetedOptunaSearch:
+    """A searcher over a new study kept in `run_dir`, as a search makes one."""
+    store = RunDirectory(run_dir)
+    store.create()
+    study = create_study(run_dir, "test", [Objective(n, d) for n, d in objectives],
+                         make_sampler(sampler, seed, 4))
+    return BudgetedOptunaSearch(space, objectives, study, str(run_dir), **kwargs)
+
+
+def ray_trial_dirs(run: records.Run) -> list[Path]:
+    """Ray Tune's trial folders of the run's single session (RUN/ray/session-*/<trial>)."""
+    sessions = list((run.path / records.RAY_DIR).iterdir())
+    assert len(sessions) == 1 and sessions[0].name.startswith("session-")
+    return [p for p in sessions[0].iterdir() if p.is_dir()]
+
+
 def trained(run: records.Run) -> list[dict]:
     return [r for r in run.records if r["status"] != "rejected"]
 
@@ -116,8 +139,8 @@ def test_search_records_every_trial_architecture_cost_and_metrics(run):
         assert r["metrics"] == r["history"][-1]
         for key in ("gap", "capacity", "val_acc", "train_loss_full"):
             assert math.isfinite(r["metrics"][key])
-    # Ray ran exactly the trained trials (rejected candidates never reached it).
-    assert len([p for p in (run.path / "ray").iterdir() if p.is_dir()]) == NUM_TRIALS
+    # Ray ran exactly the trained trials (rejected candidates never reached it), in one session.
+    assert len(ray_trial_dirs(run)) == NUM_TRIALS
 
 
 @pytest.mark.slow
@@ -128,7 +151,7 @@ def test_over_budget_architectures_never_train(run):
     assert over_budget, "the budget should have rejected some candidates"
     for r in rejected:
         assert r["history"] == [] and r["epochs_done"] == 0 and r["metrics"] == {}
-        assert not (run.path / "ray" / r["trial_id"]).exists()
+        assert r["trial_id"] not in {p.name for p in ray_trial_dirs(run)}
     for r in over_budget:
         assert r["cost"]["flops"] > MAX_FLOPS or r["cost"]["params"] > MAX_PARAMS
         assert r["rejection"] and r["optuna_state"] == "PRUNED"
@@ -192,9 +215,7 @@ def test_searcher_prices_before_suggesting_and_tells_optuna_what_happened(tmp_pa
     store.create()
     space = default_space()
     budget = Budget(max_params=300_000)
-    searcher = BudgetedOptunaSearch(space, [("gap", "min"), ("capacity", "max")],
-                                    make_sampler("random", 0, 4), str(tmp_path), budget=budget,
-                                    epochs=EPOCHS)
+    searcher = make_searcher(tmp_path, space, "random", budget=budget, epochs=EPOCHS)
     configs = [searcher.suggest(f"t{i}") for i in range(6)]
     for config in configs:
         assert count_cost(Architecture.from_dict(config["arch"])).params <= 300_000
@@ -226,8 +247,8 @@ def test_searcher_prices_before_suggesting_and_tells_optuna_what_happened(tmp_pa
 
 def test_sampling_is_seeded(tmp_path):
     def numbers(seed):
-        s = BudgetedOptunaSearch(default_space(), [("gap", "min")], make_sampler("tpe", seed, 4),
-                                 str(tmp_path))
+        s = make_searcher(tmp_path / f"seed{seed}-{time.time_ns()}", default_space(), "tpe",
+                          seed=seed, objectives=(("gap", "min"),))
         return [Architecture.from_dict(s.suggest(f"t{i}")["arch"]).arch_id for i in range(3)]
     assert numbers(1) == numbers(1)
     assert numbers(1) != numbers(2)
@@ -345,8 +366,7 @@ def test_an_architecture_is_trained_once_and_a_spent_space_ends_the_search(tmp_p
     from search_spaces.space import SearchSpace
     space = SearchSpace.from_dict(one)
     assert space.size() == 1
-    searcher = BudgetedOptunaSearch(space, [("gap", "min"), ("capacity", "max")],
-                                    make_sampler("random", 0, 4), str(tmp_path), max_attempts=3)
+    searcher = make_searcher(tmp_path, space, "random", max_attempts=3)
     first = searcher.suggest("t0")
     assert first["arch"] == space.smallest()[0].to_dict()
     store.write_record(records.new_record("t0", 0, "running", {}, "x", "C", {}, 1))
@@ -359,32 +379,86 @@ def test_an_architecture_is_trained_once_and_a_spent_space_ends_the_search(tmp_p
     assert "3 already trained, 0 over budget" in (tmp_path / records.GAVE_UP_FILE).read_text()
 
 
-def test_restored_searcher_drops_rejections_made_after_its_save(tmp_path):
-    # A killed driver resumes from the searcher state Tune saved last; candidates rejected after
-    # that save get their Optuna numbers handed out again, so their records must not survive.
-    from evaluators.cost import Budget
-
+def test_a_new_searcher_over_the_stored_study_carries_on(tmp_path):
+    # What --resume builds: a new searcher over the study an interrupted driver left on disk.
     space = default_space()
-    (tmp_path / records.TRIALS_DIR).mkdir()
-    budget = Budget(max_flops=4_000_000)  # rejects many candidates of the default space
-    searcher = BudgetedOptunaSearch(space, [("gap", "min"), ("capacity", "max")],
-                                    make_sampler("random", 0, 4), str(tmp_path), budget=budget)
-    searcher.suggest("t1")
-    searcher.save(str(tmp_path / "state.pkl"))
-    saved_numbers = len(searcher.study.trials)
-    for i in range(2, 6):
-        searcher.suggest(f"t{i}")
-    assert len(searcher.study.trials) > saved_numbers
-    late = [p for p in (tmp_path / records.TRIALS_DIR).glob("rejected-*.json")
-            if int(p.stem.split("-")[1]) >= saved_numbers]
-    assert late, "the test needs rejections after the save"
-    restored = BudgetedOptunaSearch(space, [("gap", "min"), ("capacity", "max")],
-                                    make_sampler("random", 0, 4), str(tmp_path), budget=budget)
-    restored.restore(str(tmp_path / "state.pkl"))
-    left = {p.name for p in (tmp_path / records.TRIALS_DIR).glob("rejected-*.json")}
-    assert all(p.name not in left for p in late)
-    assert all(int(name[len("rejected-"):-len(".json")]) < saved_numbers for name in left)
-    restored.suggest("t2")
+    budget = Budget(max_flops=7_000_000)  # rejects about 3 of 4 candidates of the default space
+    first = make_searcher(tmp_path, space, "random", budget=budget)
+    given = [first.suggest(f"t{i}") for i in range(3)]
+    store = RunDirectory(tmp_path)
+    store.write_record(records.new_record("t0", 0, "running", {}, "x", "C", {}, EPOCHS))
+    first.on_trial_complete("t0", {"gap": 0.3, "capacity": 0.6, "final": 1.0})
+    numbers_before = len(first.study.trials)
+    # the driver dies; a new process opens the same journal
+    study = load_study(tmp_path, "test", make_sampler("random", 1, 4))
+    assert len(study.trials) == numbers_before
+    assert study.trials[given[0]["number"]].values == [0.3, 0.6]
+    again = BudgetedOptunaSearch(space, OBJECTIVES, study, str(tmp_path), budget=budget)
+    trained = {Architecture.from_dict(c["arch"]).arch_id for c in given}
+    for i in range(3, 9):
+        config = again.suggest(f"t{i}")
+        assert Architecture.from_dict(config["arch"]).arch_id not in trained
+        assert config["number"] >= numbers_before and config["position"] == i
     numbers = [json.loads(p.read_text())["number"]
                for p in (tmp_path / records.TRIALS_DIR).glob("rejected-*.json")]
     assert len(numbers) == len(set(numbers))  # no number stands for two candidates
+
+
+def test_plan_resume_lines_up_records_and_study_after_a_kill(tmp_path):
+    from nas.resume import plan_resume
+    from nas.study import RECORD_ATTR
+
+    space = default_space()
+    searcher = make_searcher(tmp_path, space, "random", budget=Budget(max_flops=7_000_000))
+    given = {f"t{i}": searcher.suggest(f"t{i}") for i in range(5)}
+    store = RunDirectory(tmp_path)
+
+    def record(trial_id, status, **fields):
+        arch = Architecture.from_dict(given[trial_id]["arch"])
+        store.write_record(records.new_record(trial_id, given[trial_id]["number"], status,
+                                              arch.to_dict(), arch.arch_id, arch.layout,
+                                              given[trial_id]["cost"], EPOCHS, **fields))
+    # t0 finished and Optuna was told; t1 finished but the driver died before telling Optuna;
+    # t2 was running; t3's record was cut off mid-write; t4 never got a record at all
+    record("t0", "running")
+    searcher.on_trial_complete("t0", {"gap": 0.2, "capacity": 0.8, "final": 1.0})
+    record("t0", "completed", objectives={"gap": 0.2, "capacity": 0.8})
+    record("t1", "completed", objectives={"gap": 0.4, "capacity": 0.5})
+    record("t2", "running")
+    store.record_path("t3").write_text('{"trial_id": "t3", "status": "runn')
+    # a rejected candidate whose record was lost, and a candidate priced when the driver died
+    lost = next(p for p in sorted((tmp_path / records.TRIALS_DIR).glob("rejected-*.json")))
+    lost.unlink()
+    dangling = searcher.study.ask()
+    with pytest.warns(records.UnreadableRecordWarning, match="t3.json"):
+        plan = plan_resume(store, searcher.study, ["gap", "capacity"], EPOCHS)
+    assert plan.finished == 2
+    assert [(r.record_id, r.number) for r in plan.rerun] == \
+        [(i, given[i]["number"]) for i in ("t2", "t3", "t4")]
+    trials = searcher.study.get_trials(deepcopy=False)
+    assert trials[given["t1"]["number"]].values == [0.4, 0.5]
+    assert store.read_record("t1")["optuna_state"] == "COMPLETE"
+    assert lost.is_file() and json.loads(lost.read_text())["status"] == "rejected"
+    assert trials[dangling.number].state == TrialState.FAIL
+    assert RECORD_ATTR not in trials[dangling.number].user_attrs
+    # a searcher given the plan hands the interrupted trials out first, under their old ids
+    again = BudgetedOptunaSearch(space, OBJECTIVES, searcher.study, str(tmp_path),
+                                 rerun=plan.rerun)
+    for trial_id in ("t2", "t3", "t4"):
+        config = again.suggest(f"new-{trial_id}")
+        assert config["record_id"] == trial_id and config["arch"] == given[trial_id]["arch"]
+    fresh = again.suggest("new")
+    assert fresh["record_id"] == "new" and fresh["number"] > dangling.number
+
+
+def test_a_journal_line_cut_off_by_a_kill_is_dropped(tmp_path):
+    searcher = make_searcher(tmp_path, default_space(), "random")
+    searcher.suggest("t0")
+    path = tmp_path / records.STUDY_FILE
+    before = len(searcher.study.trials)
+    with open(path, "ab") as f:
+        f.write(b'{"op_code": 5, "worker_id": "x", "trial_id": 0, "us')  # half a line
+    study = load_study(tmp_path, "test", make_sampler("random", 0, 4))
+    assert len(study.trials) == before
+    study.ask()  # and the journal takes new lines after the repair
+    assert len(load_study(tmp_path, "test", make_sampler("random", 0, 4)).trials) == before + 1

@@ -18,9 +18,9 @@ def register(subparsers) -> None:
     parser.add_argument("config", nargs="?", type=Path, metavar="CONFIG",
                         help="search config YAML (default: the built-in nas/default_search.yaml)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                        help="continue the interrupted search in RUN_DIR (its stored config is used). "
-                             "Ray Tune restores its state by unpickling RUN_DIR/ray: resume only "
-                             "run directories you created yourself")
+                        help="continue the interrupted search in RUN_DIR, wherever it now lies, "
+                             "from its trial records and Optuna study (its stored config is used; "
+                             "--trials, --concurrent and the resource flags may change it)")
     parser.add_argument("--address", metavar="ADDR",
                         help="join this Ray cluster (e.g. auto or HOST:6379; RUN_DIR must be on "
                              "storage every node sees); default: start a local Ray")
@@ -42,10 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from nas.search import search
 
     if args.resume is not None:
-        if (args.config is not None or args.trials is not None or args.out is not None
-                or args.concurrent is not None):
-            raise ValueError("--resume continues a run with its stored config: "
-                             "CONFIG, --trials, --concurrent and --out cannot be combined with it")
+        if args.config is not None or args.out is not None:
+            raise ValueError("--resume continues a run where it lies, with its stored config: "
+                             "CONFIG and --out cannot be combined with it")
         store = RunDirectory(args.resume)
         store.check()
         config = SearchConfig.from_dict(store.read_config())
@@ -63,4 +62,6 @@ def run(args: argparse.Namespace) -> int:
     config = config.replace(**changes)  # validated again: a bad flag value names its field
     summary = search(config, run_dir=args.resume if args.resume is not None else args.out,
                      resume=args.resume is not None, address=args.address)
+    if summary.signal is not None:
+        return 128 + summary.signal  # 143 after SIGTERM, as the shell reports it
     return 130 if summary.interrupted else 0
