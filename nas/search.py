@@ -15,7 +15,6 @@ directory resumable with `resume=True`, wherever the directory is moved (`nas.re
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ from typing import Any, Callable
 
 from nas.config import SearchConfig, SearchConfigError, default_config
 from nas.progress import ProgressCallback, format_summary, summarize
+from nas.ray_session import check_resources, quiet_ray, start_ray
 from nas.resume import ResumePlan, plan_resume
 from nas.signals import SearchStopped, StopSignals
 from results.objectives import METRIC_DIRECTIONS
@@ -31,9 +31,6 @@ from results.run_directory import CONFIG_FILE, FINISHED, RAY_DIR, RunDirError, R
 from search_spaces.space import SearchSpace
 
 logger = logging.getLogger(__name__)
-
-LOCAL_NODE_IP = "127.0.0.1"
-
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -168,15 +165,15 @@ def _run_session(store: RunDirectory, config: SearchConfig, space: SearchSpace, 
             print(f"search: all {config.num_trials} trials already trained", flush=True)
             return None
 
-    _quiet_ray_env()
+    quiet_ray()
     import ray
 
     t0 = time.time()
-    started_ray = _start_ray(config, address)
+    started_ray = start_ray(config.resources, address)
     ray_startup_s = time.time() - t0
     stop.reinstall()  # Ray's core worker installs its own SIGTERM handler (a stack dump)
     try:
-        _check_resources(config)  # before a new run directory is made
+        check_resources(config.resources)  # before a new run directory is made
         if study is None:  # the config first: from then on the run is resumable
             store.write_config(config.to_dict())
             study = create_study(store.root, config.name, config.objectives,
@@ -216,44 +213,6 @@ def _resumable(run_dir: str | Path | None, config: SearchConfig | None) -> tuple
     if config is not None:
         stored = stored.replace(resources=config.resources, num_trials=config.num_trials)
     return store.root, stored
-
-
-def _quiet_ray_env() -> None:
-    # Tune's own advice on a stop (Tuner.restore(...)) and its missing-metrics warnings for
-    # stopped trials would contradict ours: a run resumes with `--resume RUN_DIR`.
-    logging.getLogger("ray.tune").setLevel(logging.ERROR)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 means silent
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # the records keep the error text
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-
-
-def _start_ray(config: SearchConfig, address: str | None) -> bool:
-    """Join `address` or start a local Ray; True if this call started it (and should stop it)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        ray.init(num_cpus=config.resources.num_cpus, include_dashboard=False,
-                 _node_ip_address=LOCAL_NODE_IP,  # a local Ray talks to itself over loopback only
-                 logging_level=logging.WARNING, log_to_driver=False)
-    return True
-
-
-def _check_resources(config: SearchConfig) -> None:
-    """A trial that asks for more than the cluster has would wait forever: refuse it now."""
-    import ray
-
-    have = ray.cluster_resources()
-    r = config.resources
-    for name, want, key in (("cpus_per_trial", r.cpus_per_trial, "CPU"),
-                            ("gpus_per_trial", r.gpus_per_trial, "GPU")):
-        if want > have.get(key, 0.0):
-            raise SearchConfigError(f"resources.{name}", f"{want:g} per trial, but the Ray cluster "
-                                    f"has {have.get(key, 0.0):g} {key}s")
 
 
 def _trainable(config: SearchConfig, trainable: Callable[[dict[str, Any]], None] | None):

@@ -129,7 +129,7 @@ class RunDirectory:
         return config
 
     def write_config(self, config: Mapping[str, Any]) -> None:
-        _atomic_write(self.root / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False))
+        atomic_write(self.root / CONFIG_FILE, yaml.safe_dump(dict(config), sort_keys=False))
 
     def read_objectives(self) -> list[Objective]:
         config, path = self.read_config(), self.root / CONFIG_FILE
@@ -149,12 +149,12 @@ class RunDirectory:
         path = self.record_path(trial_id)
         if not path.exists():
             return None
-        return _load_json(path)
+        return load_json(path)
 
     def write_record(self, record: Mapping[str, Any]) -> None:
         """Write (replace) one trial record atomically."""
-        _atomic_write(self.record_path(record["trial_id"]),
-                      json.dumps(record, indent=1, default=_jsonable, allow_nan=True))
+        atomic_write(self.record_path(record["trial_id"]),
+                      json.dumps(record, indent=1, default=jsonable, allow_nan=True))
 
     def update_record(self, trial_id: str, **fields: Any) -> dict[str, Any] | None:
         """Change fields of an existing record (read, merge, write); None if there is no record."""
@@ -174,7 +174,7 @@ class RunDirectory:
             if path.name.startswith("."):
                 continue  # an in-flight temporary of an atomic write
             try:
-                records.append(_checked_record(_load_json(path), path))
+                records.append(_checked_record(load_json(path), path))
             except RunDirError as exc:
                 unreadable.append((str(path), str(exc).removeprefix(f"{path}: ")))
             except FileNotFoundError:
@@ -197,14 +197,14 @@ class RunDirectory:
         if not path.is_file():
             return None
         try:
-            return _load_json(path)
+            return load_json(path)
         except RunDirError as exc:
             warnings.warn(f"ignoring {exc}", UnreadableRecordWarning, stacklevel=2)
             return None
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
-        _atomic_write(self.root / SUMMARY_FILE,
-                      json.dumps(summary, indent=1, default=_jsonable, allow_nan=True))
+        atomic_write(self.root / SUMMARY_FILE,
+                      json.dumps(summary, indent=1, default=jsonable, allow_nan=True))
 
     def clear_summary(self) -> None:
         (self.root / SUMMARY_FILE).unlink(missing_ok=True)
@@ -220,7 +220,7 @@ class RunDirectory:
         return name
 
     def write_gave_up(self, message: str) -> None:
-        _atomic_write(self.root / GAVE_UP_FILE, message + "\n")
+        atomic_write(self.root / GAVE_UP_FILE, message + "\n")
 
     def clear_gave_up(self) -> None:
         (self.root / GAVE_UP_FILE).unlink(missing_ok=True)
@@ -277,7 +277,8 @@ def read_run(location: str | Path | RunDirectory) -> Run:
 
 # ---- files --------------------------------------------------------------------------------------
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then move it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -300,7 +301,8 @@ def _atomic_copy(source: Path, target: Path) -> None:
         raise
 
 
-def _load_json(path: Path) -> dict[str, Any]:
+def load_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; RunDirError naming the file if it is corrupt."""
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -323,7 +325,7 @@ def _sort_number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else -1.0
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy / torch scalars
         return value.item()
     if isinstance(value, (set, tuple)):
