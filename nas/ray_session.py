@@ -8,6 +8,10 @@ import os
 from nas.config import ResourcesConfig, SearchConfigError
 
 LOCAL_NODE_IP = "127.0.0.1"  # a local Ray talks to itself over loopback only
+# Ray turns 127.0.0.1 into the machine's outward address unless clusters are off for this process
+# (the switch is named for Windows and macOS, where they are off by default): a Ray started here
+# for one machine then binds loopback only, never an interface the network can reach.
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def quiet_ray() -> None:
@@ -30,6 +34,8 @@ def start_ray(resources: ResourcesConfig, address: str | None) -> bool:
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
+        for name, value in LOOPBACK_ONLY.items():
+            os.environ.setdefault(name, value)
         ray.init(num_cpus=resources.num_cpus, include_dashboard=False,
                  _node_ip_address=LOCAL_NODE_IP, logging_level=logging.WARNING,
                  log_to_driver=False)
