@@ -24,7 +24,7 @@ from results.table import table_objectives
 HOVER_METRICS = ("val_acc", "gap", "capacity", "gap_acc", "val_loss", "train_loss_full",
                  "val_acc_at_matched_loss", "images_per_s")
 FIGURE_TITLES = {
-    "pareto": "Generalization gap vs capacity (Pareto front: low gap, high capacity)",
+    "pareto": "The search objectives (Pareto front marked)",
     "acc_vs_flops": "Validation accuracy vs FLOPs (front: high accuracy, few FLOPs)",
     "acc_vs_params": "Validation accuracy vs parameters (front: high accuracy, few parameters)",
     "by_layout": "Trials grouped by layout",
@@ -40,9 +40,11 @@ def build_figures(table: pd.DataFrame) -> dict[str, go.Figure]:
     colours = {layout: _PALETTE[i % len(_PALETTE)]
                for i, layout in enumerate(sorted(table["layout"].dropna().unique()))}
     hover = done.apply(_hover_text, axis=1) if len(done) else pd.Series(dtype=str)
+    y, x = (_objective_axes(_objectives_or_empty(table)) + [("params", "min")])[:2]
     return {
-        "pareto": _front_scatter(done, hover, colours, x=("capacity", "max"), y=("gap", "min"),
-                                 title=FIGURE_TITLES["pareto"]),
+        "pareto": _front_scatter(done, hover, colours, x=x, y=y,
+                                 title=f"{_label(y[0])} ({y[1]}) vs {_label(x[0])} ({x[1]}): "
+                                       "the search objectives, Pareto front marked"),
         "acc_vs_flops": _front_scatter(done, hover, colours, x=("flops", "min"),
                                        y=("val_acc", "max"), title=FIGURE_TITLES["acc_vs_flops"],
                                        log_x=True),
@@ -189,6 +191,12 @@ def _progress(done: pd.DataFrame, hover: pd.Series, objectives: list) -> go.Figu
             row=row, col=1)
     fig.update_xaxes(title_text="trial number (sampling order)", row=len(panels), col=1)
     return fig
+
+
+def _objective_axes(objectives: list) -> list[tuple[str, str]]:
+    """(metric, direction) of the run's objectives; the layout study's two readings when the run
+    recorded none."""
+    return [(o.name, o.direction) for o in objectives] or [("gap", "min"), ("capacity", "max")]
 
 
 def _objectives_or_empty(table: pd.DataFrame) -> list:

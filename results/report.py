@@ -65,7 +65,8 @@ def render_html(table: pd.DataFrame, figures: dict[str, go.Figure], config: dict
     """The page: a header with the run's summary, then each figure; plotly.js is inlined once."""
     run_dir = table.attrs.get("run_dir", "")
     return render_page(f"hybrid-nas report: {Path(run_dir).name}", _header(table, config),
-                       {name: (FIGURE_TITLES.get(name, name), fig) for name, fig in figures.items()})
+                       {name: (fig.layout.title.text or FIGURE_TITLES.get(name, name), fig)
+                        for name, fig in figures.items()})
 
 
 def _header(table: pd.DataFrame, config: dict) -> str:

@@ -184,3 +184,19 @@ def test_a_grid_first_seen_in_inference_mode_still_trains(block):
     model.train()
     model(torch.randn(2, 3, 48, 48)).sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("block", ["T", "A", "G"])
+def test_a_width_change_keeps_the_residual_streams_scale(block):
+    # The projection on the identity branch carries every earlier stage's signal into the new
+    # width: at ViT's std 0.02 it shrank the stream ~10x per width change, and a C-T-T-T at small
+    # width stayed at chance. Its output must keep the input's scale.
+    from search_spaces.blocks import GPSABlock, RelTransformerBlock, ViTBlock
+
+    torch.manual_seed(0)
+    make = {"T": lambda: RelTransformerBlock(48, 96, 16, (4, 4)),
+            "A": lambda: ViTBlock(48, 96, 16), "G": lambda: GPSABlock(48, 96, 16)}[block]
+    shortcut = make().shortcut
+    x = torch.randn(8, 16, 48)
+    ratio = float(shortcut(x).std() / x.std())
+    assert 0.5 < ratio < 2.0, ratio

@@ -21,8 +21,8 @@ from search_spaces.presets import LAYOUT_STUDY
 FULL_CONFIG = "layout_study.yaml"
 QUICK_CONFIG = "layout_study_quick.yaml"
 # The paper trains the layout study without augmentation or regularization (CoAtNet 2.2).
-STUDY_TRAIN_DEFAULTS = {"batch_size": 32, "lr": 1e-3, "grad_clip": 1.0, "augment": False,
-                        "label_smoothing": 0.0, "warmup_epochs": 1.0, "train_eval_images": 500}
+STUDY_TRAIN_DEFAULTS = {"batch_size": 32, "augment": False, "label_smoothing": 0.0,
+                        "warmup_epochs": 1.0, "train_eval_images": 500}
 
 
 class StudyConfigError(FieldError):

@@ -36,7 +36,11 @@ class TransformerBlock(nn.Module):
         self.stride = stride
         self.norm1 = nn.LayerNorm(dim_in, eps=norm_eps)
         self.pool = downsample_pool() if stride == 2 else None
-        self.shortcut = init_linear_(nn.Linear(dim_in, dim_out)) if dim_in != dim_out else nn.Identity()
+        # The identity branch's projection carries the residual stream into the new width, so it
+        # keeps its scale (std 1/sqrt(dim_in), as the 1x1 conv of CoAtNet's downsampling does);
+        # ViT's std 0.02 here would shrink the stream ~10x at every width change.
+        self.shortcut = (init_linear_(nn.Linear(dim_in, dim_out), std=dim_in ** -0.5)
+                         if dim_in != dim_out else nn.Identity())
         self.attn = attn
         self.norm2 = nn.LayerNorm(dim_out, eps=norm_eps)
         self.ffn = FeedForward(dim_out, expansion)
