@@ -1,9 +1,10 @@
 """Get the chosen networks out of a run: YAML configs with their metrics, and a one-call rebuild.
 
 An exported config is a mapping `{architecture, arch_id, layout, trial_id, run_dir, metrics,
-objectives, pareto_rank, cost, weights, input}` (`input`: the data set, the per-channel mean/std
-the weights expect and the class names); `Architecture.load(path)` reads it as a plain
-architecture too. `build(path)` returns the model, with the trained weights when the run kept them.
+objectives, pareto_rank, cost, weights, input, artifacts}` (`input`: the data set, the per-channel
+mean/std the weights expect and the class names; `artifacts`: the standalone files written beside
+it, see results/standalone.py); `Architecture.load(path)` reads it as a plain architecture too.
+`build(path)` returns the model, with the trained weights when the run kept them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import pickle
 import re
 import warnings
 from dataclasses import dataclass
@@ -26,9 +28,12 @@ from evaluators.data import load_data
 from results.objectives import natural_direction
 from results.pareto import objective_column
 from results.run_directory import COMPLETED, Run, read_run
+from results.standalone import ARTIFACT_FORMATS, artifact_metadata, require_packages, write_artifacts
 from results.table import load_table, table_objectives
 from search_spaces.architecture import Architecture, ArchitectureError
 from search_spaces.model import build_model
+
+FORMATS = ("yaml", *ARTIFACT_FORMATS)  # yaml is always written; the others beside it on request
 
 
 class ExportError(ValueError):
@@ -49,6 +54,8 @@ class ExportedConfig:
     metrics: dict
     cost: dict
     weights: Path | None  # resolved against the config's folder; None if not kept
+    artifacts: dict[str, dict]  # format -> {file (relative to the config), max_abs_diff}
+    artifact_errors: dict[str, str]  # format -> why that artifact was not written
 
 
 def choose(table: pd.DataFrame, pareto: bool = False, top: int | None = None, by: str | None = None,
@@ -63,14 +70,28 @@ def choose(table: pd.DataFrame, pareto: bool = False, top: int | None = None, by
         first = table_objectives(table)[0]
         return front.sort_values(objective_column(front, first.name) if len(front) else "number",
                                  ascending=first.direction == "min", kind="stable")
-    if top < 1:
-        raise ExportError(f"--top must be at least 1, got {top}")
+    check_top(top)
     if by is None:
         raise ExportError("--top needs --by METRIC (e.g. --by val_acc)")
     column = _metric_column(table, by)
     ascending = minimize if minimize is not None else metric_direction(table, by) == "min"
     ranked = done.assign(_key=pd.to_numeric(done[column], errors="coerce")).dropna(subset="_key")
     return ranked.sort_values("_key", ascending=ascending, kind="stable").drop(columns="_key").head(top)
+
+
+def check_top(top: int) -> None:
+    """Refuse a row count below 1 (`--top 0` would silently show or export nothing)."""
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ExportError(f"--top must be a positive integer, got {top}")
+
+
+def formats_requested(values: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The formats of `--format` values (repeated and/or comma-separated), yaml always first."""
+    asked = [part.strip() for value in values or () for part in value.split(",") if part.strip()]
+    unknown = [fmt for fmt in asked if fmt not in FORMATS]
+    if unknown:
+        raise ExportError(f"--format {unknown[0]!r}: unknown format (choose from {', '.join(FORMATS)})")
+    return tuple(fmt for fmt in FORMATS if fmt == "yaml" or fmt in asked)
 
 
 def metric_direction(table: pd.DataFrame, name: str) -> str:
@@ -94,10 +115,16 @@ def _metric_column(table: pd.DataFrame, name: str) -> str:
 
 def export_architectures(run_dir: str | Path, out_dir: str | Path | None = None, pareto: bool = False,
                          top: int | None = None, by: str | None = None,
-                         minimize: bool | None = None) -> list[Path]:
+                         minimize: bool | None = None,
+                         formats: tuple[str, ...] = ("yaml",)) -> list[Path]:
     """Write one YAML config per chosen trial into `out_dir` (default RUN_DIR/exported/pareto or
     RUN_DIR/exported/top<K>-<METRIC>) and return the paths. A repeated architecture is written
-    once, for its best trial; earlier exports in that folder (`NN-*.yaml`) are replaced."""
+    once, for its best trial; earlier exports in that folder (`NN-*.yaml`, `.onnx`, `.pt2`) are
+    replaced. `formats` may add standalone artifacts beside each config ("onnx", "pt2"): the config
+    records those written (`artifacts`) and why any was not (`artifact_errors`)."""
+    formats = formats_requested(formats)
+    standalone = tuple(fmt for fmt in formats if fmt != "yaml")
+    require_packages(standalone)
     run = read_run(run_dir)
     table = load_table(run)
     chosen = choose(table, pareto=pareto, top=top, by=by, minimize=minimize)
@@ -107,18 +134,45 @@ def export_architectures(run_dir: str | Path, out_dir: str | Path | None = None,
     selection = "pareto" if pareto else f"top{top}-{by}"
     out = Path(out_dir) if out_dir is not None else run.path / "exported" / selection
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("[0-9][0-9]-*.yaml"):  # a previous export of this folder: replaced whole
-        old.unlink()
+    for fmt in FORMATS:  # a previous export of this folder: replaced whole
+        for old in out.glob(f"[0-9][0-9]-*.{fmt}"):
+            old.unlink()
     records = {str(r["trial_id"]): r for r in run.records}
     paths = []
     for position, row in enumerate(chosen.itertuples(index=False), start=1):
         record = records[row.trial_id]
+        arch = run.architecture(record)
         path = out / f"{position:02d}-{row.layout}-{row.arch_id}.yaml"
         config = exported_config(run, record, row.pareto_rank, out)
-        config["input"] = input_preprocessing(run.config.get("trial") or {}, run.architecture(record))
+        config["input"] = input_preprocessing(run.config.get("trial") or {}, arch)
+        config["artifacts"], errors = standalone_artifacts(config, arch, path, standalone)
+        if errors:
+            config["artifact_errors"] = errors
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         paths.append(path)
     return paths
+
+
+def standalone_artifacts(config: dict[str, Any], arch: Architecture, config_path: Path,
+                         formats: tuple[str, ...]) -> tuple[dict[str, dict], dict[str, str]]:
+    """Write the standalone artifacts of one exported config beside it, from the model its YAML
+    rebuilds (architecture and trained weights, as `build` loads them). Returns the `artifacts`
+    mapping (format -> file relative to the config and the check's max abs logit difference) and
+    the errors of those not written (format -> reason)."""
+    if not formats:
+        return {}, {}
+    if config["weights"] is None:
+        reason = "no trained weights recorded for this trial (the run did not keep them)"
+        return {}, {fmt: reason for fmt in formats}
+    model = build_model(arch)
+    try:
+        load_state(model, (config_path.parent / config["weights"]).resolve())
+    except ExportError as exc:
+        return {}, {fmt: str(exc) for fmt in formats}
+    written, failed = write_artifacts(model, arch, config_path.with_suffix(""), formats,
+                                      artifact_metadata(arch, config["input"]))
+    return ({a.fmt: {"file": a.path.name, "max_abs_diff": a.max_abs_diff} for a in written},
+            {error.fmt: error.reason for error in failed})
 
 
 @functools.lru_cache(maxsize=8)
@@ -198,9 +252,16 @@ def read_config(path: str | Path) -> ExportedConfig:
         raise ExportError(str(exc), path) from None
     weights = data.get("weights") if exported else None
     if weights is not None:
+        if not isinstance(weights, str):
+            raise ExportError(f"weights: expected a file path, got {weights!r}", path)
         weights = Path(weights) if Path(weights).is_absolute() else (path.parent / weights).resolve()
+    artifacts, errors = (data.get(field) or {} for field in ("artifacts", "artifact_errors"))
+    for field, value in (("artifacts", artifacts), ("artifact_errors", errors)):
+        if not isinstance(value, dict):
+            raise ExportError(f"{field}: expected a mapping by format, got {value!r}", path)
     return ExportedConfig(path, arch, data.get("arch_id") if exported else None,
-                          dict(data.get("metrics") or {}), dict(data.get("cost") or {}), weights)
+                          dict(data.get("metrics") or {}), dict(data.get("cost") or {}), weights,
+                          artifacts, errors)
 
 
 def build(config_path: str | Path, weights: str | Path | None = None, load_weights: bool = True,
@@ -235,9 +296,11 @@ def load_state(model: nn.Module, path: Path, device: str | torch.device | None =
     if not path.is_file():
         raise ExportError("weights file not found (pass --no-weights to build without it)", path)
     try:
-        state = torch.load(path, map_location=device or "cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on the pickle protocol: our error says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device or "cpu", weights_only=True)
     except Exception as exc:  # pickle errors, truncated files, non-tensor payloads
-        raise ExportError(f"cannot read weights: {exc}", path) from None
+        raise ExportError(_unreadable_weights(exc), path) from None
     if not isinstance(state, dict):
         raise ExportError(f"expected a state_dict, got {type(state).__name__}", path)
     try:
@@ -247,6 +310,21 @@ def load_state(model: nn.Module, path: Path, device: str | torch.device | None =
         detail = "; ".join(line.strip() for line in lines[1:3])[:400]
         more = f" (and {len(lines) - 3} more lines)" if len(lines) > 3 else ""
         raise ExportError(f"weights do not fit this architecture: {detail}{more}", path) from None
+
+
+def _unreadable_weights(error: Exception) -> str:
+    """Our words for a weights file torch.load(weights_only=True) refuses or cannot read (torch's
+    own message advises turning the check off, which would run code from the file)."""
+    message = str(error)
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in message:
+        found = re.search(r"GLOBAL ([\w.]+)", message)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"refused to load the weights: the file holds objects other than tensors{what}, "
+                "which loading would have to execute as code from the file; weights must be a "
+                "state_dict of tensors, as the search saves them")
+    first = next((line.strip() for line in message.splitlines() if line.strip()), "")
+    return f"cannot read weights (not a file written by torch.save, or damaged): " \
+           f"{type(error).__name__}: {first[:200]}"
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from results.export import choose, metric_direction
+from results.export import check_top, choose, metric_direction
 from results.formatting import si
 from results.pareto import objective_column
 from results.run_directory import COMPLETED, STATUSES
@@ -16,6 +16,7 @@ from results.table import load_table, table_objectives
 def format_best(run_dir: str | Path, top: int = 10, by: str | None = None,
                 minimize: bool | None = None, every_trial: bool = False) -> str:
     """A status line, then the `top` completed trials by Pareto rank (or by metric `by`)."""
+    check_top(top)
     table = load_table(run_dir)
     objectives = table_objectives(table)
     counts = table["status"].value_counts()
@@ -26,7 +27,7 @@ def format_best(run_dir: str | Path, top: int = 10, by: str | None = None,
     if table.attrs.get("unreadable"):
         lines.append(f"warning: {len(table.attrs['unreadable'])} unreadable trial record(s) skipped")
     if every_trial:
-        rows, title = table.head(top) if top else table, "trials in sampling order"
+        rows, title = table.head(top), "trials in sampling order"
     elif by is not None:
         rows = choose(table, top=top, by=by, minimize=minimize)
         direction = ("min" if minimize else "max") if minimize is not None else metric_direction(table, by)

@@ -29,6 +29,9 @@ HEAD_KINDS = ("pool", "token")
 CONV_HEAD_SIZE = 32  # the head_size recorded for convolution stages
 DEFAULT_PATCH_SIZE = 16  # the patch_size recorded for conv stems
 FORMAT_VERSION = 1
+# Fields a serialized architecture must name (the canonical form writes them all): a missing input
+# size or class count is an error, never a silent default. `head` may be left out (pool).
+REQUIRED_FIELDS = frozenset({"resolution", "in_channels", "num_classes", "stem", "stages"})
 # Stage fields added after format 1 was fixed: written only when they differ from these defaults,
 # so every architecture described before keeps its canonical form and its arch_id.
 LATE_STAGE_DEFAULTS = {"qkv_bias": True}
@@ -171,14 +174,14 @@ class Architecture:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Architecture":
-        """Parse the canonical form; raises ArchitectureError naming the field on bad input."""
+        """Parse the canonical form; raises ArchitectureError naming the field on bad input
+        (`resolution: missing required field`)."""
         if not isinstance(data, Mapping):
             raise ArchitectureError("architecture", f"expected a mapping, got {type(data).__name__}")
         fmt = data.get("format", FORMAT_VERSION)
         if fmt != FORMAT_VERSION:
             raise ArchitectureError("format", f"unsupported format version {fmt!r}")
-        top = check_keys(data, "", _field_names(cls) | {"format"}, {"stem", "stages"},
-                         ArchitectureError)
+        top = check_keys(data, "", _field_names(cls) | {"format"}, REQUIRED_FIELDS, ArchitectureError)
         stem = Stem(**_pick(top.pop("stem"), "stem", Stem))
         stages_data = top.pop("stages")
         if not isinstance(stages_data, (list, tuple)):

@@ -22,6 +22,7 @@ import yaml
 
 from results.run_directory import RunDirectory
 from evaluators.data import load_data
+from isolated_python import onnx_alone, pt2_alone
 from nas.cli import main
 from results.export import build, export_architectures
 from results.figures import build_figures
@@ -408,6 +409,36 @@ def test_report_of_a_real_search(real_run, tmp_path, capsys):
             assert all(torch.equal(t, saved[k]) for k, t in model.state_dict().items())
     assert main(["show", str(real_run)]) == 0
     assert "top" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_standalone_export_of_a_real_search(real_run, tmp_path):
+    """Every front member of a real search as ONNX and .pt2, each run where hybrid-nas cannot be
+    imported, giving `build`'s logits on real digits."""
+    for package in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(package)
+    out = tmp_path / "front"
+    assert main(["export", str(real_run), "--pareto", "--format", "onnx", "--format", "pt2",
+                 "--out", str(out)]) == 0
+    table = load_table(real_run)
+    front = set(table.loc[table["pareto_rank"] == 0, "trial_id"])
+    paths = sorted(out.glob("*.yaml"))
+    configs = [yaml.safe_load(p.read_text()) for p in paths]
+    assert {c["trial_id"] for c in configs} == front
+    jobs, expected = [], []
+    for path, config in zip(paths, configs):
+        assert {a["file"] for a in config["artifacts"].values()} == \
+               {path.with_suffix(".onnx").name, path.with_suffix(".pt2").name}
+        pre = config["input"]
+        images = load_data(pre["data"], pre["resolution"], in_channels=pre["in_channels"]).val_x[:4]
+        with torch.no_grad():
+            expected.append(build(path).eval()(images))
+        jobs.append((path, images))
+    onnx_runs = onnx_alone(tmp_path, [(p.with_suffix(".onnx"), x) for p, x in jobs])
+    pt2_runs = pt2_alone(tmp_path, [(p.with_suffix(".pt2"), x) for p, x in jobs])
+    for reference, config, (onnx_logits, _), (pt2_logits, _) in zip(expected, configs, onnx_runs, pt2_runs):
+        assert float((onnx_logits - reference).abs().max()) < 1e-4, config["layout"]
+        assert float((pt2_logits - reference).abs().max()) < 1e-4, config["layout"]
 
 
 def test_a_run_with_no_trial_yet(tmp_path, capsys):
