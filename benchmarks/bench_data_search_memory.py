@@ -80,9 +80,24 @@ def tree(root: int) -> list[int]:
     return found
 
 
-def anonymous_kb(pids: list[int]) -> tuple[int, int]:
-    """(sum of Pss_Anon, sum of Anonymous = RssAnon) over `pids`, kB."""
-    pss = rss = 0
+def role(pid: int, root: int) -> str:
+    """What a process of the search is: the driver, its decoding workers (forked from it),
+    a Ray trial worker, or one of Ray's own processes."""
+    if pid == root:
+        return "driver"
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return "ray"
+    if parent == root and command == Path(f"/proc/{root}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+        return "decoders"
+    return "trials" if command.startswith("ray::") else "ray"
+
+
+def anonymous_kb(pids: list[int], root: int) -> dict[str, int]:
+    """Sums over `pids` (kB): Pss_Anon (also per role) and Anonymous (= RssAnon)."""
+    sums = {"pss_anon": 0, "rss_anon": 0}
     for pid in pids:
         try:
             lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
@@ -90,10 +105,12 @@ def anonymous_kb(pids: list[int]) -> tuple[int, int]:
             continue
         for line in lines:
             if line.startswith("Pss_Anon:"):
-                pss += int(line.split()[1])
+                sums["pss_anon"] += int(line.split()[1])
+                name = role(pid, root)
+                sums[name] = sums.get(name, 0) + int(line.split()[1])
             elif line.startswith("Anonymous:"):
-                rss += int(line.split()[1])
-    return pss, rss
+                sums["rss_anon"] += int(line.split()[1])
+    return sums
 
 
 def run_search(config: dict, work: Path, log: Path) -> dict:
@@ -111,9 +128,8 @@ def run_search(config: dict, work: Path, log: Path) -> dict:
         def sample() -> None:
             while not done.is_set():
                 pids = tree(search.pid)
-                pss, rss = anonymous_kb(pids)
-                peak.update(pss_anon=max(peak["pss_anon"], pss), rss_anon=max(peak["rss_anon"], rss),
-                            processes=max(peak["processes"], len(pids)))
+                for name, value in {**anonymous_kb(pids, search.pid), "processes": len(pids)}.items():
+                    peak[name] = max(peak.get(name, 0), value)
                 done.wait(0.5)
 
         sampler = threading.Thread(target=sample)
@@ -156,8 +172,10 @@ def main() -> None:
     base = results.get("digits (built-in)")
     for name, r in results.items():
         extra = f"  {(r['pss_anon'] - base['pss_anon']) / 2 ** 20:+.2f} GiB vs digits" if base else ""
+        roles = ", ".join(f"{k} {r[k] / 1024:.0f}" for k in ("driver", "decoders", "trials", "ray") if k in r)
         print(f"  {name:22} {r['pss_anon'] / 2 ** 20:6.2f} GiB ({r['rss_anon'] / 2 ** 20:5.2f})  "
-              f"{r['processes']:3d} processes  {r['seconds']:5.0f} s{extra}")
+              f"{r['processes']:3d} processes  {r['seconds']:5.0f} s{extra}\n"
+              f"  {'':22} peaks by role, MB: {roles}")
     sizes = sorted(args.sizes)
     if len(sizes) >= 2:
         small, large = (results[f"{s:,} JPEGs at 224 px"]["pss_anon"] for s in (sizes[0], sizes[-1]))
