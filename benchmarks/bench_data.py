@@ -75,7 +75,8 @@ def throughput(folder: Path, cache: Path, threads: int, rounds: int) -> dict[str
             channels_last(augment(x, generator))
         return batches * batch, time.perf_counter() - started
 
-    trainers = {"small model": Trainer(small_arch(), data, TrainConfig(batch_size=32, threads=threads, device="cpu")),
+    trainers = {"small model": Trainer(small_arch(), data,
+                                       TrainConfig(batch_size=32, threads=threads, device="cpu")),
                 "CoAtNet-0": Trainer(get_preset("coatnet-0", resolution=RESOLUTION, num_classes=10), data,
                                      TrainConfig(batch_size=8, threads=threads, device="cpu"))}
 
@@ -137,15 +138,17 @@ def worker_memory(folder: Path, cache: Path) -> list[dict[str, int]]:
     """Peak smaps_rollup fields (kB) of two workers running at once on the same entry."""
     prepare_data("imagefolder", RESOLUTION, folder, cache_dir=cache)  # decoded before, not measured
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "PYTHONPATH": str(REPO)}
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(folder), str(cache)], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
+    command = [sys.executable, "-c", WORKER, str(folder), str(cache)]
+    workers = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True) for _ in range(2)]
     return [json.loads(w.communicate()[0].splitlines()[-1]) for w in workers]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", help="where the generated images and caches live (default: a temp dir)")
-    parser.add_argument("--images", type=int, default=2000, help="images for the start-up and throughput parts")
+    parser.add_argument("--images", type=int, default=2000,
+                        help="images for the start-up and throughput parts")
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 8000])
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the timed trainers")
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: every CPU)")
@@ -175,7 +178,8 @@ def main() -> None:
         float_mb = size * 3 * RESOLUTION ** 2 * 4 / 2 ** 20
         cache_mb = size * 3 * RESOLUTION ** 2 / 2 ** 20
         for n, r in enumerate(readings):
-            print(f"  {size:6,} images (cache {cache_mb:6.0f} MB), worker {n}: anon {r['Pss_Anon'] / 1024:6.0f}  "
+            print(f"  {size:6,} images (cache {cache_mb:6.0f} MB), worker {n}: "
+                  f"anon {r['Pss_Anon'] / 1024:6.0f}  "
                   f"file {r['Pss_File'] / 1024:6.0f} (shared {r['Shared_Clean'] / 1024:6.0f})  "
                   f"rss {r['Rss'] / 1024:6.0f}   float32 in memory would be {float_mb:6.0f}")
     if not args.dir:

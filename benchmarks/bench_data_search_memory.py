@@ -86,13 +86,13 @@ def role(pid: int, root: int) -> str:
     if pid == root:
         return "driver"
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
         parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        if parent == root and command == Path(f"/proc/{root}/cmdline").read_bytes():
+            return "decoders"
     except OSError:
         return "ray"
-    if parent == root and command == Path(f"/proc/{root}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-        return "decoders"
-    return "trials" if command.startswith("ray::") else "ray"
+    return "trials" if command.startswith(b"ray::") else "ray"
 
 
 def anonymous_kb(pids: list[int], root: int) -> dict[str, int]:

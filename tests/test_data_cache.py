@@ -186,7 +186,8 @@ def test_cifar10_goes_through_the_same_cache(tmp_path):
     write_cifar(tmp_path / "cifar")
     cache = tmp_path / "cache"
     grey = prepare_data("cifar10", 16, tmp_path / "cifar", in_channels=1, cache_dir=cache)
-    assert grey.built and grey.meta["kind"] == "cifar10" and grey.splits["train"].images.shape == (20, 16, 16, 1)
+    assert grey.built and grey.meta["kind"] == "cifar10"
+    assert grey.splits["train"].images.shape == (20, 16, 16, 1)
     labels = np.asarray(grey.splits["train"].labels)
     luma = 0.299 * 20 * labels + 0.587 * 100 + 0.114 * 7  # the flat colours write_cifar draws
     assert np.abs(grey.splits["train"].images[:].reshape(20, -1) - luma[:, None]).max() <= 0.5
@@ -223,7 +224,8 @@ def test_batches_are_normalised_channels_last_and_follow_the_positions():
     x, y = BatchLoader(mean, std).load(split, torch.tensor([4, 0]))
     expected = (torch.from_numpy(pixels[[1, 9]]).float() / 255 - torch.tensor(mean)) / torch.tensor(std)
     assert torch.equal(y, torch.tensor([4, 0])) and x.shape == (2, 3, 4, 4)
-    assert torch.allclose(x, expected.permute(0, 3, 1, 2)) and x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(x, expected.permute(0, 3, 1, 2))
+    assert x.is_contiguous(memory_format=torch.channels_last)
     small = split.subset([1, 2])
     assert small.pixels is pixels and small.rows.tolist() == [7, 5] and small.labels.tolist() == [1, 2]
     floats = ImageSplit(pixels.astype(np.float32) / 255, np.arange(10), torch.zeros(10, dtype=torch.long))
@@ -235,7 +237,8 @@ def test_cuda_batches_equal_cpu_batches():
     pixels = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
     split = ImageSplit(pixels, np.arange(64), torch.arange(64))
     cpu, gpu = BatchLoader((0.5,) * 3, (0.25,) * 3), BatchLoader((0.5,) * 3, (0.25,) * 3, "cuda")
-    for n, positions in enumerate((torch.arange(32), torch.arange(32, 64), torch.arange(5), torch.arange(64))):
+    batches = (torch.arange(32), torch.arange(32, 64), torch.arange(5), torch.arange(64))
+    for n, positions in enumerate(batches):
         with torch.inference_mode(n % 2 == 1):  # buffers made in evaluation are refilled in training
             (xc, yc), (xg, yg) = cpu.load(split, positions), gpu.load(split, positions)
         assert xg.device.type == "cuda" and xg.is_contiguous(memory_format=torch.channels_last)
@@ -255,7 +258,7 @@ def test_trial_config_cache_fields(tmp_path):
     assert not (tmp_path / "digits-cache").exists()  # digits live in memory
     prepare_trial_data(TrialConfig(data="imagefolder", data_path=str(tmp_path / "tree"),
                                    cache_dir=str(tmp_path / "cache")), 8, 1)
-    assert entries(tmp_path / "cache")[0].name.endswith(f"-8px-1ch-{entries(tmp_path / 'cache')[0].name[-16:]}")
+    assert [entry.name.split("-")[-3:-1] for entry in entries(tmp_path / "cache")] == [["8px", "1ch"]]
 
 
 def test_exported_input_comes_from_the_cache_without_decoding(tmp_path):
@@ -266,7 +269,8 @@ def test_exported_input_comes_from_the_cache_without_decoding(tmp_path):
                      cache_dir=tmp_path / "cache")
     garble_keeping_stat(sorted((tmp_path / "tree").glob("*/*.*g")))
     exported = input_preprocessing(trial, tiny_arch(8, 3))
-    assert exported["mean"] == pytest.approx(list(data.mean)) and exported["std"] == pytest.approx(list(data.std))
+    assert exported["mean"] == pytest.approx(list(data.mean))
+    assert exported["std"] == pytest.approx(list(data.std))
     assert exported["class_names"] == ["cat", "dog", "emu"]
     # the statistics are those of the training split, as the trainer used
     pixels = data.train.pixels[data.train.rows].reshape(-1, 3) / 255.0
@@ -295,8 +299,8 @@ def sample():
         time.sleep(0.005)
 
 def arch(classes):
-    return Architecture(Stem("patch", 8, patch_size=8), (Stage("C", 1, 8, stride=1),), resolution=64, in_channels=3,
-                        num_classes=classes)
+    return Architecture(Stem("patch", 8, patch_size=8), (Stage("C", 1, 8, stride=1),), resolution=64,
+                        in_channels=3, num_classes=classes)
 trainer_config = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=32, eval_batch_size=128, augment=False)
 warm = build_model(arch(2)).to(memory_format=torch.channels_last)  # torch's lazy set-up, before measuring
 for size in (32, 128):

@@ -144,7 +144,8 @@ class CacheWriter:
         np.save(self.folder / f"{split}-labels.npy", labels.astype(np.int64))
         np.save(self.folder / f"{split}-sums.npy", sums.astype(np.int64))
         np.save(self.folder / f"{split}-kept.npy", kept.astype(bool))
-        mean, std = channel_mean_std(sums[kept].sum(axis=0), max(1, int(kept.sum())) * self.key.resolution ** 2)
+        pixels = max(1, int(kept.sum())) * self.key.resolution ** 2
+        mean, std = channel_mean_std(sums[kept].sum(axis=0), pixels)
         self._splits[split] = {"count": count, "kept": int(kept.sum()), "mean": list(mean), "std": list(std)}
         if rows is not None:
             self._rows[split] = rows
@@ -208,8 +209,10 @@ def open_entry(folder: Path, key: CacheKey, built: bool = False) -> CachedData |
                       built, meta)
 
 
-def cached_data(key: CacheKey, cache_dir: str | Path, build: Callable[[CacheWriter], tuple[tuple[str, ...], list[str]]]
-                ) -> CachedData:
+Build = Callable[["CacheWriter"], tuple[tuple[str, ...], list[str]]]  # -> (class names, skipped files)
+
+
+def cached_data(key: CacheKey, cache_dir: str | Path, build: Build) -> CachedData:
     """The complete entry for `key` under `cache_dir`, built first when there is none.
 
     `build(writer)` fills the entry and returns (class names, skipped files). Concurrent callers
@@ -254,11 +257,8 @@ def _remove_leftovers(cache_dir: Path, key: CacheKey) -> None:
     this key, and complete entries of an earlier state of the same folder (stale: it changed).
     A process still mapping a removed entry keeps reading it until it unmaps it."""
     for path in cache_dir.glob(f"{key.family}-*"):
-        if path.suffix == ".lock":
-            continue
-        if path.name.startswith(key.entry_name + ".tmp-") or path.name == key.entry_name:
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.is_dir() and ".tmp-" not in path.name:
+        building_another = ".tmp-" in path.name and not path.name.startswith(f"{key.entry_name}.tmp-")
+        if path.is_dir() and not building_another:
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -132,7 +132,8 @@ def build_cifar10(key: CacheKey, writer: CacheWriter) -> tuple[tuple[str, ...], 
             start += len(chunk)
             progress.advance(len(chunk))
     images.flush()
-    sums = np.concatenate([pixel_sums(images[i:i + RESIZE_CHUNK]) for i in range(0, len(images), RESIZE_CHUNK)])
+    sums = np.concatenate([pixel_sums(images[i:i + RESIZE_CHUNK])
+                           for i in range(0, len(images), RESIZE_CHUNK)])
     labels = np.concatenate([labels for _, labels in arrays])
     writer.finish_split("train", labels, sums, np.ones(len(labels), bool))
     del images

@@ -70,7 +70,8 @@ class Progress:
         share = self.done / max(1, self.total)
         bar = "#" * round(20 * share) + "." * (20 - round(20 * share))
         rate = self.done / max(1e-9, now - self.started)
-        return f"{self.what}: [{bar}] {100 * share:3.0f}% {self.done:,}/{self.total:,} images, {rate:,.0f} images/s"
+        return (f"{self.what}: [{bar}] {100 * share:3.0f}% {self.done:,}/{self.total:,} images, "
+                f"{rate:,.0f} images/s")
 
     def _print(self, text: str, end: str) -> None:
         print(("\r" if self.tty else "") + text, end=end, file=self.stream, flush=True)
@@ -119,8 +120,8 @@ def _collect(results, chunks, sums: np.ndarray, kept: np.ndarray, skip_unreadabl
         progress.advance(len(chunk))
 
 
-def _decode_chunk(images_path: Path, start: int, files: list[str | Path], decode: Callable[[str | Path], np.ndarray]
-                  ) -> tuple[np.ndarray, list[tuple[int, str]]]:
+def _decode_chunk(images_path: Path, start: int, files: list[str | Path],
+                  decode: Callable[[str | Path], np.ndarray]) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Worker task: decode `files` into rows start.. of the array; (sums, [(offset, error)])."""
     images = np.load(images_path, mmap_mode="r+")
     sums = np.zeros((len(files), 2, images.shape[-1]), np.int64)
