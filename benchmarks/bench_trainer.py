@@ -104,8 +104,8 @@ def main() -> None:
         overhead = 100 * (median / medians["bare loop"] - 1)
         print(f"{name:26} {images / median:8.0f} images/s  ({overhead:+5.1f} % time vs bare loop)")
     evaluation = [time.perf_counter()]
-    trainer.evaluate(trainer.train_x, trainer.train_y)
-    trainer.evaluate(trainer.val_x, trainer.val_y)
+    trainer.evaluate(trainer.train_set)
+    trainer.evaluate(trainer.val_set)
     evaluation.append(time.perf_counter())
     epoch = trainer.steps_per_epoch * medians["trainer"] / args.chunk
     print(f"per-epoch evaluation (train + val sets, eval mode): {evaluation[1] - evaluation[0]:.2f} s "

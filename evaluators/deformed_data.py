@@ -4,8 +4,9 @@ training image (rotation, scale, shear, shift), as infiMNIST makes millions of d
 It stands in for the paper's large-data regime (JFT) on a machine that has only a small data set:
 with many more distinct images than a small model can memorise, and each seen about once, the fit
 a layout reaches is limited by the model rather than by memorisation, and training loss tracks the
-loss on deformations it never saw as it does on JFT. Generated once, seeded, on the tensors
-`evaluators.data` already holds (normalised); the margin a deformation uncovers is black.
+loss on deformations it never saw as it does on JFT. Generated once, seeded, on [0, 1] pixels and
+held in memory as float32 (normalised per batch like every split); the margin a deformation
+uncovers is black.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from evaluators.data import DataError, ImageData
+from evaluators.data import DataError, ImageData, ImageSplit
 
 
 @dataclass(frozen=True)
@@ -75,18 +76,12 @@ def deformed_images(images: torch.Tensor, labels: torch.Tensor, per_class: int, 
     return out, labels[source].clone()
 
 
-def black(data: ImageData) -> torch.Tensor:
-    """The normalised value of a black pixel, per channel."""
-    return -torch.tensor(data.mean) / torch.tensor(data.std)
-
-
 def deformed_data(data: ImageData, per_class: int, seed: int = 0,
                   deformation: Deformation = Deformation()) -> ImageData:
     """The large-data regime: `per_class` deformations per class of the real training images
     replace the training set; validation set and normalisation stay those of `data`."""
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         raise DataError(f"deformed_data: per_class must be a positive integer, got {per_class!r}")
-    x, y = deformed_images(data.train_x, data.train_y, per_class, seed, deformation,
-                           fill=black(data))
-    return dataclasses.replace(data, train_x=x.contiguous(), train_y=y,
+    x, y = deformed_images(data.train.images(), data.train_y, per_class, seed, deformation)
+    return dataclasses.replace(data, train=ImageSplit.in_memory(x, y),
                                name=f"{data.name}[deformed {per_class}/class]")

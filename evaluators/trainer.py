@@ -1,4 +1,5 @@
-"""Train one architecture on in-memory image data and measure it after every epoch.
+"""Train one architecture on image data and measure it after every epoch (batches come from
+`evaluators.batches`: gathered from the data set's pixel array, normalised on the device).
 
 Definitions (the same in every metrics dict, here and in `evaluators.trial`):
 - train_loss / train_acc: cross-entropy (no label smoothing) and accuracy over the whole training
@@ -26,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from evaluators.augment import Augment
+from evaluators.batches import BatchLoader, ImageSplit
 from evaluators.curves import value_at_loss
 from search_spaces.fields import FieldError, from_mapping
 from evaluators.data import ImageData
@@ -133,18 +135,15 @@ class Trainer:
         # channels_last: faster convolutions on GPU and, measured here, ~25% on CPU too
         self.model = model.to(self.device, memory_format=torch.channels_last).train()
         self.autocast_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
-
-        def to_device(x: torch.Tensor) -> torch.Tensor:
-            return channels_last(x.to(self.device)) if x.dim() == 4 else x.to(self.device)
-
-        self.train_x, self.train_y = to_device(data.train_x), to_device(data.train_y)
-        self.val_x, self.val_y = to_device(data.val_x), to_device(data.val_y)
-        self.num_train = len(self.train_y)
-        self.measured_x, self.measured_y = self.train_x, self.train_y
+        # Images stay where the data set keeps them (memory-mapped uint8); each batch is gathered,
+        # moved and normalised on the device as it is needed.
+        self.loader = BatchLoader(data.mean, data.std, self.device)
+        self.train_set, self.val_set = data.train, data.val
+        self.num_train = len(self.train_set)
+        self.measured_set = self.train_set
         if config.train_eval_images is not None and config.train_eval_images < self.num_train:
             pick = torch.randperm(self.num_train, generator=torch.Generator().manual_seed(config.seed))
-            pick = pick[:config.train_eval_images].sort().values.to(self.device)
-            self.measured_x, self.measured_y = channels_last(self.train_x[pick]), self.train_y[pick]
+            self.measured_set = self.train_set.subset(pick[:config.train_eval_images].sort().values)
         self.batch_size = min(config.batch_size, self.num_train)
         self.steps_per_epoch = config.steps_per_epoch or math.ceil(self.num_train / self.batch_size)
         self.total_steps = config.epochs * self.steps_per_epoch
@@ -152,13 +151,16 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.weight_decay),
                                            lr=config.lr, fused=cuda or None)
         self.generator = torch.Generator(self.device).manual_seed(config.seed)
+        # The batch order is drawn on the CPU, where the images are gathered (on CUDA a device
+        # draw would make every step wait for the GPU); on the CPU it is the one generator.
+        self._order_generator = self.generator if not cuda else torch.Generator().manual_seed(config.seed)
         padding = data.resolution // 8 if config.crop_padding is None else config.crop_padding
         flip = data.flip_invariant if config.flip is None else config.flip
         self.augment = Augment(padding, flip) if config.augment else None
         self.epoch = self.step = 0
         self.status, self.error = "running", None
         self.history: list[Metrics] = []
-        self._order = torch.empty(0, dtype=torch.long, device=self.device)
+        self._order = torch.empty(0, dtype=torch.long)
         self._cursor = 0
         self._started = time.perf_counter()
 
@@ -174,7 +176,7 @@ class Trainer:
     def _next_indices(self) -> torch.Tensor:
         """The next batch from an endless stream of seeded permutations of the training set."""
         if self._cursor + self.batch_size > len(self._order):
-            fresh = torch.randperm(self.num_train, device=self.device, generator=self.generator)
+            fresh = torch.randperm(self.num_train, generator=self._order_generator)
             self._order = torch.cat([self._order[self._cursor:], fresh])
             self._cursor = 0
         idx = self._order[self._cursor:self._cursor + self.batch_size]
@@ -193,8 +195,8 @@ class Trainer:
         self.epoch += 1
         if not math.isfinite(fit_loss):
             return self._diverge(f"training loss became non-finite ({fit_loss}) in epoch {self.epoch}")
-        train_loss, train_acc = self.evaluate(self.measured_x, self.measured_y)
-        val_loss, val_acc = self.evaluate(self.val_x, self.val_y)
+        train_loss, train_acc = self.evaluate(self.measured_set)
+        val_loss, val_acc = self.evaluate(self.val_set)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             return self._diverge(f"evaluation loss became non-finite after epoch {self.epoch}")
         losses = [h["train_loss"] for h in self.history] + [train_loss]
@@ -233,7 +235,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             idx = self._next_indices()
-            x, y = self.train_x[idx], self.train_y[idx]
+            x, y = self.loader.load(self.train_set, idx)
             if self.augment is not None:
                 x = self.augment(x, self.generator)
             x = channels_last(x)
@@ -259,20 +261,21 @@ class Trainer:
         return None
 
     @torch.inference_mode()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy in eval mode, in chunks of `eval_batch_size`."""
+    def evaluate(self, images: ImageSplit) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy in eval mode, streamed in chunks of `eval_batch_size`."""
         self.model.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        for start in range(0, len(y), self.config.eval_batch_size):
-            xb, yb = x[start:start + self.config.eval_batch_size], y[start:start + self.config.eval_batch_size]
+        for start in range(0, len(images), self.config.eval_batch_size):
+            positions = torch.arange(start, min(start + self.config.eval_batch_size, len(images)))
+            xb, yb = self.loader.load(images, positions)
             with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                                 enabled=self.autocast_dtype is not None):
                 logits = self.model(xb).float()
             loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
             correct += (logits.argmax(dim=1) == yb).sum()
         self.model.train()
-        return float(loss_sum) / len(y), float(correct) / len(y)
+        return float(loss_sum) / len(images), float(correct) / len(images)
 
     def gate_values(self) -> list[float]:
         """Per G-block mean sigmoid(lambda) of the model ([] if it has none)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from search_spaces.fields import FieldError, from_mapping
-from evaluators.data import ImageData, load_data, small_data
+from evaluators.data import ImageData, load_data, prepare_data, small_data
 from evaluators.latency import measure_latency
 from evaluators.trainer import Metrics, TrainConfig, Trainer
 from search_spaces.architecture import Architecture
@@ -36,7 +37,14 @@ from search_spaces.architecture import Architecture
 @dataclass(frozen=True)
 class TrialConfig:
     """Data (`data` name, `data_path` for local data sets, `resolution` None = the
-    architecture's), the small-data regime size, and how to train (`train`)."""
+    architecture's), the small-data regime size, and how to train (`train`).
+
+    cifar10 and imagefolder data are decoded once into the data cache and memory-mapped by every
+    trial: `cache_dir` (None: $HYBRID_NAS_CACHE, else ~/.cache/hybrid-nas/data; one per machine,
+    or on storage every node shares), `decode_workers` (processes that decode a missing entry;
+    None: every CPU), `skip_corrupt` (leave unreadable images out, counted in the
+    `skipped_images` metric, instead of failing on the first).
+    """
 
     data: str = "digits"
     data_path: str | None = None
@@ -46,6 +54,9 @@ class TrialConfig:
     small_per_class: int | None = 20
     small_fraction: float | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    cache_dir: str | None = None
+    skip_corrupt: bool = False
+    decode_workers: int | None = None
 
     def __post_init__(self) -> None:
         if (self.small_per_class is None) == (self.small_fraction is None):
@@ -59,6 +70,10 @@ class TrialConfig:
             raise FieldError("trial.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         if self.resolution is not None and self.resolution < 1:
             raise FieldError("trial.resolution", f"must be >= 1 or null, got {self.resolution}")
+        if self.decode_workers is not None and self.decode_workers < 1:
+            raise FieldError("trial.decode_workers", f"must be >= 1 or null, got {self.decode_workers}")
+        if self.cache_dir is not None:  # trial workers may run in other directories: make it absolute
+            object.__setattr__(self, "cache_dir", os.path.abspath(os.path.expanduser(self.cache_dir)))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrialConfig":
@@ -101,7 +116,8 @@ def run_trial(arch: Architecture, config: TrialConfig,
     """Train `arch` in both regimes, one epoch of each per step, calling `report(metrics)` with one
     flat dict of floats after every epoch. A diverging run ends "diverged"; it does not raise."""
     data = load_trial_data(config.data, config.data_path, config.resolution or arch.resolution,
-                           config.val_fraction, config.data_seed, arch.in_channels)
+                           config.val_fraction, config.data_seed, arch.in_channels, config.cache_dir,
+                           config.skip_corrupt, config.decode_workers)
     small = small_data(data, per_class=config.small_per_class, fraction=config.small_fraction,
                        seed=config.data_seed)
     started = time.perf_counter()
@@ -111,7 +127,7 @@ def run_trial(arch: Architecture, config: TrialConfig,
         small_train = small_train.replace(steps_per_epoch=full_run.steps_per_epoch)
     small_run = Trainer(arch, small, small_train)
     # Measured once, before training: weights do not change the cost of a forward pass.
-    latency_ms = measure_latency(full_run.model, (1, arch.in_channels) + tuple(data.train_x.shape[-2:]))
+    latency_ms = measure_latency(full_run.model, (1, arch.in_channels, data.resolution, data.resolution))
     history: list[Metrics] = []
     for _ in range(config.train.epochs):
         s = small_run.run_epoch()
@@ -136,6 +152,8 @@ def run_trial(arch: Architecture, config: TrialConfig,
             "train_images_small": float(len(small.train_y)),
             "train_images_full": float(len(data.train_y)),
         }
+        if config.skip_corrupt:
+            metrics["skipped_images"] = float(len(data.skipped))
         gates = full_run.gate_values()
         metrics.update({f"gate_{i}": g for i, g in enumerate(gates)})
         history.append(metrics)
@@ -149,9 +167,25 @@ def _combined_throughput(small: Metrics, full: Metrics) -> float:
     return images / (small["train_time_s"] + full["train_time_s"])
 
 
+def prepare_trial_data(config: TrialConfig, resolution: int, in_channels: int) -> None:
+    """Decode the trials' data set into the data cache now unless it is there (a search driver
+    calls this before the first trial, so that the decoding and its progress happen once, in
+    front of the user; the driver never holds the images). Digits need nothing."""
+    if config.data != "digits":
+        prepare_data(config.data, config.resolution or resolution, config.data_path, in_channels,
+                     config.cache_dir, config.skip_corrupt, config.decode_workers)
+
+
 @functools.lru_cache(maxsize=4)
 def load_trial_data(name: str, path: str | None, resolution: int, val_fraction: float, seed: int,
-                    in_channels: int) -> ImageData:
-    """The data set, read once per process (a Ray worker runs many trials on the same data)."""
-    return load_data(name, resolution, path=None if path is None else Path(path),
-                     val_fraction=val_fraction, seed=seed, in_channels=in_channels)
+                    in_channels: int, cache_dir: str | None = None, skip_corrupt: bool = False,
+                    decode_workers: int | None = None) -> ImageData:
+    """The data set, opened once per process (a Ray worker runs many trials on the same data):
+    memory-mapped from the data cache, so it holds labels and indices, not images."""
+    data = load_data(name, resolution, path=None if path is None else Path(path),
+                     val_fraction=val_fraction, seed=seed, in_channels=in_channels,
+                     cache_dir=cache_dir, skip_corrupt=skip_corrupt, decode_workers=decode_workers)
+    if data.skipped:
+        print(f"{name}: {len(data.skipped)} unreadable image(s) left out (trial.skip_corrupt), "
+              f"e.g. {data.skipped[0]}", flush=True)
+    return data

@@ -118,6 +118,10 @@ def search(config: SearchConfig | None = None, run_dir: str | Path | None = None
     store = RunDirectory(Path(run_dir).resolve())
     space = resolve_space(config)
     budget = make_budget(config, space)  # fails before Ray starts
+    from evaluators.trial import prepare_trial_data
+
+    prepare_trial_data(config.trial, space.resolution, space.in_channels)  # decode once, before Ray
+
     ray_startup_s = None
     with StopSignals() as stop:
         try:

@@ -177,9 +177,9 @@ def standalone_artifacts(config: dict[str, Any], arch: Architecture, config_path
 
 @functools.lru_cache(maxsize=8)
 def _preprocessing(data: str, data_path: str | None, resolution: int, val_fraction: float,
-                   data_seed: int, in_channels: int) -> dict[str, Any]:
+                   data_seed: int, in_channels: int, cache_dir: str | None, skip_corrupt: bool) -> dict[str, Any]:
     images = load_data(data, resolution, path=data_path, val_fraction=val_fraction, seed=data_seed,
-                       in_channels=in_channels)
+                       in_channels=in_channels, cache_dir=cache_dir, skip_corrupt=skip_corrupt)
     return {"data": data, "data_path": data_path, "resolution": resolution,
             "in_channels": in_channels, "mean": list(images.mean), "std": list(images.std),
             "class_names": list(images.class_names)}
@@ -188,12 +188,14 @@ def _preprocessing(data: str, data_path: str | None, resolution: int, val_fracti
 def input_preprocessing(trial: dict, arch: Architecture) -> dict[str, Any] | None:
     """What the trained weights expect as input: the data set, the per-channel mean and std the
     trial normalised with (pixels in [0, 1]) and the class names, recomputed from the run's
-    trial config. None (with a warning) when that data cannot be read here any more."""
+    trial config: from the data cache's metadata (per-image pixel sums, labels) when the cache
+    holds the data set, no image decoded. None (with a warning) when that data cannot be read here
+    any more."""
     try:
         return _preprocessing(trial.get("data", "digits"), trial.get("data_path"),
                               int(trial.get("resolution") or arch.resolution),
                               float(trial.get("val_fraction", 0.2)), int(trial.get("data_seed", 0)),
-                              arch.in_channels)
+                              arch.in_channels, trial.get("cache_dir"), bool(trial.get("skip_corrupt", False)))
     except (OSError, ValueError) as exc:
         warnings.warn(f"input normalisation not exported: {exc}", stacklevel=2)
         return None

@@ -55,7 +55,7 @@ def test_digits_resized_and_converted_to_rgb():
 def test_small_data_keeps_validation_and_picks_per_class(digits):
     small = small_data(digits, per_class=7, seed=3)
     assert torch.equal(torch.bincount(small.train_y), torch.full((10,), 7))
-    assert small.val_x is digits.val_x and small.mean == digits.mean
+    assert small.val is digits.val and small.mean == digits.mean  # the same validation images
     assert torch.equal(small_data(digits, per_class=7, seed=3).train_x, small.train_x)
     assert not torch.equal(small_data(digits, per_class=7, seed=4).train_x, small.train_x)
     part = small_data(digits, fraction=0.25)
@@ -246,3 +246,20 @@ def test_augment_is_seeded_shifts_and_flips():
     mirrored = [torch.equal(f, i.flip(2)) for f, i in zip(flipped, images)]
     same = [torch.equal(f, i) for f, i in zip(flipped, images)]
     assert all(m or s for m, s in zip(mirrored, same)) and any(mirrored) and any(same)
+
+
+# ---- deformed large set ---------------------------------------------------------------------
+def test_deformed_training_set_is_deformed_pixels_normalised_like_the_rest(digits):
+    from evaluators.deformed_data import deform, deformed_data
+
+    large = deformed_data(digits, per_class=30, seed=4)
+    assert len(large.train) == 300 and torch.equal(torch.bincount(large.train_y), torch.full((10,), 30))
+    assert large.val is digits.val and large.mean == digits.mean
+    assert large.train.pixels.dtype == np.float32 and large.train.images().min() >= -1e-6
+    # deforming [0, 1] pixels with black margins, then normalising, is deforming the normalised
+    # images with the normalised black: the maps are affine and bilinear sampling is linear
+    images = digits.train.images()[:8]
+    mean, std = torch.tensor(digits.mean).view(1, -1, 1, 1), torch.tensor(digits.std).view(1, -1, 1, 1)
+    in_pixels = (deform(images, torch.Generator().manual_seed(0)) - mean) / std
+    normalised = deform((images - mean) / std, torch.Generator().manual_seed(0), fill=-mean.flatten() / std.flatten())
+    assert torch.allclose(in_pixels, normalised, atol=1e-5)

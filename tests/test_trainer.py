@@ -148,9 +148,9 @@ def test_training_metrics_on_a_subset_when_asked(digits):
     tiny = small_data(digits, per_class=10)
     trainer = Trainer(arch_of("C-C", widths=(8, 16), stem=8), tiny,
                       TrainConfig(epochs=1, steps_per_epoch=1, train_eval_images=30))
-    assert len(trainer.measured_y) == 30
-    assert set(trainer.measured_y.tolist()) <= set(tiny.train_y.tolist())
-    assert trainer.run_epoch()["train_loss"] != trainer.evaluate(trainer.train_x, trainer.train_y)[0]
+    assert len(trainer.measured_set) == 30
+    assert set(trainer.measured_set.rows.tolist()) <= set(tiny.train.rows.tolist())
+    assert trainer.run_epoch()["train_loss"] != trainer.evaluate(trainer.train_set)[0]
 
 
 def test_architecture_must_fit_the_data(digits):

@@ -1,8 +1,9 @@
 """Readers for the image data sets a trial can train on.
 
-Each reader returns a `RawImages`: every image already at the requested square resolution,
-float32 in [0, 1], plus labels and class names. `evaluators.data` splits, converts channels and
-normalises; the readers only read.
+`digits` is read into memory (`RawImages`, float32 in [0, 1]); `cifar10` and `imagefolder` are
+decoded once into the on-disk cache (`cache.py`: memory-mapped uint8 arrays, shared by every
+process on the machine). `evaluators.data` splits, converts channels and normalises; the readers
+only read.
 """
 
 from evaluators.datasets.raw import DataError, DataInfo, DataNotFoundError, RawImages

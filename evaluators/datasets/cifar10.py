@@ -6,7 +6,8 @@ Expected layout (the official `cifar-10-python.tar.gz`, extracted)::
     PATH/batches.meta                    (optional: class names)
 
 Validation comes from the training batches (`evaluators.data` splits them by `val_fraction`);
-`test_batch` is never read, so a search cannot tune itself on the test set.
+`test_batch` is never read, so a search cannot tune itself on the test set. The batches are read
+once into the data cache (`evaluators.datasets.cache`) at the trial's resolution and channels.
 
 The batches are pickles, and a plain `pickle.load` would run whatever code a file names. They are
 read with an unpickler that only rebuilds the plain containers and numpy arrays a CIFAR batch
@@ -23,12 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from evaluators.datasets.raw import DataError, DataInfo, DataNotFoundError, RawImages, resize_square
+from evaluators.datasets.cache import CacheKey, CacheWriter, file_stat
+from evaluators.datasets.decode import Progress, pixel_sums
+from evaluators.datasets.raw import DataError, DataInfo, DataNotFoundError, resize_square
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 DEFAULT_CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
                        "dog", "frog", "horse", "ship", "truck")
 SIDE = 32
+LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601 weights of R, G, B in grey
+RESIZE_CHUNK = 1000  # images resized at a time (bounded memory at any resolution)
 
 # The only globals a CIFAR batch pickle needs: numpy array reconstruction, and `_codecs.encode`
 # which protocol-2 pickles written by Python 3 use for bytes.
@@ -104,11 +109,43 @@ def describe_cifar10(path: str | Path) -> DataInfo:
     return DataInfo("cifar10", _class_names(_batch_dir(Path(path))), in_channels=3)
 
 
-def read_cifar10(path: str | Path, resolution: int) -> RawImages:
-    """The 50,000 training images (all five data batches), resized to `resolution`, 3 channels."""
-    folder = _batch_dir(Path(path))
-    arrays = [_batch_arrays(folder / name) for name in TRAIN_BATCHES]
-    data = np.concatenate([a for a, _ in arrays])
-    labels = torch.from_numpy(np.concatenate([b for _, b in arrays]))
-    images = torch.from_numpy(data).view(-1, 3, SIDE, SIDE).float().div_(255.0)
-    return RawImages(resize_square(images, resolution), labels, _class_names(folder))
+def cifar10_key(path: str | Path, resolution: int, channels: int = 3) -> CacheKey:
+    """The cache key of the training batches (and batches.meta) at `resolution` and `channels`."""
+    folder = _batch_dir(Path(path)).resolve()
+    names = TRAIN_BATCHES + (("batches.meta",) if (folder / "batches.meta").is_file() else ())
+    return CacheKey("cifar10", folder, resolution, channels,
+                    tuple(file_stat(folder / name, folder) for name in names))
+
+
+def build_cifar10(key: CacheKey, writer: CacheWriter) -> tuple[tuple[str, ...], list[str]]:
+    """The 50,000 training images (all five data batches) into `writer`'s entry: resized to the
+    key's resolution (bilinear, antialiased when shrinking) and converted to grey when it asks
+    for one channel, a batch file at a time. Returns (class names, no skipped files)."""
+    arrays = [_batch_arrays(key.root / name) for name in TRAIN_BATCHES]
+    progress = Progress(sum(len(labels) for _, labels in arrays), f"cifar10 {key.root} at {key.resolution}px")
+    images = np.load(writer.create_images("train", progress.total), mmap_mode="r+")
+    start = 0
+    for data, labels in arrays:
+        for offset in range(0, len(labels), RESIZE_CHUNK):
+            chunk = data[offset:offset + RESIZE_CHUNK].reshape(-1, 3, SIDE, SIDE)
+            images[start:start + len(chunk)] = _converted(chunk, key.resolution, key.channels)
+            start += len(chunk)
+            progress.advance(len(chunk))
+    images.flush()
+    sums = np.concatenate([pixel_sums(images[i:i + RESIZE_CHUNK])
+                           for i in range(0, len(images), RESIZE_CHUNK)])
+    labels = np.concatenate([labels for _, labels in arrays])
+    writer.finish_split("train", labels, sums, np.ones(len(labels), bool))
+    del images
+    progress.finish(f" into {writer.folder.parent}")
+    return _class_names(key.root), []
+
+
+def _converted(chunk: np.ndarray, resolution: int, channels: int) -> np.ndarray:
+    """(B, 3, 32, 32) uint8 -> (B, R, R, channels) uint8, rounded from float resizing/luma."""
+    if resolution == SIDE and channels == 3:
+        return chunk.transpose(0, 2, 3, 1)
+    images = resize_square(torch.from_numpy(chunk).float().div_(255.0), resolution)
+    if channels == 1:
+        images = (images * LUMA.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    return images.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from sklearn.datasets import load_digits
 
 from evaluators.datasets.raw import DataInfo, RawImages, resize_square
 
@@ -19,6 +18,8 @@ def read_digits(resolution: int) -> RawImages:
 
     Digits are not mirror-symmetric (a flipped 2 is not a 2), so `flip_invariant` is False.
     """
+    from sklearn.datasets import load_digits  # here: scikit-learn takes seconds to import
+
     bunch = load_digits()
     images = torch.from_numpy(bunch.images).float().div_(16.0).unsqueeze(1)  # (N, 1, 8, 8)
     labels = torch.from_numpy(bunch.target).long()

@@ -5,20 +5,27 @@ Expected layout (one sub-folder per class, named after it; classes sorted by nam
     PATH/<class>/<image>.png|.jpg|.jpeg
 
 or, with a validation split of your own, the same tree twice: PATH/train/<class>/... and
-PATH/val/<class>/... . Images of any size are resized (bilinear) to the requested square side.
+PATH/val/<class>/... . Images of any size are resized (bilinear) to the requested square side and
+decoded once into the data cache (`evaluators.datasets.cache`), in parallel worker processes.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import posixpath
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
-from evaluators.datasets.raw import DataError, DataInfo, DataNotFoundError, RawImages
+from evaluators.datasets.cache import CacheKey, CacheWriter
+from evaluators.datasets.decode import Progress, decode_into
+from evaluators.datasets.raw import DataError, DataInfo, DataNotFoundError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MODES = {1: "L", 3: "RGB"}
 
 
 def _class_dirs(root: Path) -> list[Path]:
@@ -29,34 +36,26 @@ def _class_dirs(root: Path) -> list[Path]:
     return classes
 
 
-def _image_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+def _image_files(folder: Path) -> list[os.DirEntry]:
+    """The folder's images in name order (one stat each, through os.scandir)."""
+    with os.scandir(folder) as entries:
+        files = sorted((e for e in entries if e.is_file() and not e.name.startswith(".")
+                        and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES), key=lambda e: e.name)
     if not files:
         raise DataError(f"imagefolder: class folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} images")
     return files
 
 
-def _read_image(path: Path, resolution: int, mode: str) -> np.ndarray:
+def read_image(path: str | Path, resolution: int, mode: str) -> np.ndarray:
+    """One image as (R, R, C) uint8: converted to `mode` ("L" or "RGB"), resized bilinearly.
+    Raises DataError naming the file when it cannot be decoded."""
     try:
         with Image.open(path) as image:
             image = image.convert(mode).resize((resolution, resolution), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"imagefolder: cannot read image {path} ({exc})") from None
-    return array[:, :, None] if array.ndim == 2 else array  # (R, R, C)
-
-
-def _read_tree(root: Path, resolution: int, channels: int) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
-    mode = {1: "L", 3: "RGB"}[channels]
-    images, labels = [], []
-    classes = _class_dirs(root)
-    for label, folder in enumerate(classes):
-        for file in _image_files(folder):
-            images.append(_read_image(file, resolution, mode))
-            labels.append(label)
-    stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    return stacked.contiguous(), torch.tensor(labels, dtype=torch.int64), tuple(c.name for c in classes)
+    return array[:, :, None] if array.ndim == 2 else array
 
 
 def _split_roots(root: Path) -> tuple[Path, Path | None]:
@@ -81,13 +80,60 @@ def describe_imagefolder(path: str | Path) -> DataInfo:
     return DataInfo("imagefolder", tuple(c.name for c in _class_dirs(train_root)), in_channels=3)
 
 
-def read_imagefolder(path: str | Path, resolution: int, channels: int = 3) -> RawImages:
-    """Every image under `path`, as `channels` (1: grey, 3: RGB) at `resolution` x `resolution`."""
-    if channels not in (1, 3):
+@dataclass(frozen=True)
+class FolderListing:
+    """Every image file of a tree (its path relative to `root`) and its label, per split
+    ("train", and "val" for a train/ + val/ tree), and the cache key they make at a resolution
+    and channel count. Plain strings: a listing of 200,000 files stays small."""
+
+    root: Path
+    class_names: tuple[str, ...]
+    splits: dict[str, tuple[tuple[str, int], ...]]
+    key: CacheKey
+
+
+def list_imagefolder(path: str | Path, resolution: int, channels: int = 3) -> FolderListing:
+    """List (never open) the images under `path`; the key covers every file's size and mtime."""
+    if channels not in MODES:
         raise DataError(f"imagefolder: in_channels must be 1 or 3, got {channels}")
-    train_root, val_root = _split_roots(Path(path))
-    x, y, names = _read_tree(train_root, resolution, channels)
-    if val_root is None:
-        return RawImages(x, y, names)
-    vx, vy, _ = _read_tree(val_root, resolution, channels)
-    return RawImages(x, y, names, vx, vy)
+    root = Path(path).resolve()
+    train_root, val_root = _split_roots(root)
+    splits, sources = {}, []
+    names: tuple[str, ...] = ()
+    for split, tree in (("train", train_root), ("val", val_root)):
+        if tree is None:
+            continue
+        classes = _class_dirs(tree)
+        names = names or tuple(c.name for c in classes)
+        prefix = tree.relative_to(root).as_posix()
+        files = []
+        for label, folder in enumerate(classes):
+            for entry in _image_files(folder):
+                stat = entry.stat()
+                relative = posixpath.normpath(posixpath.join(prefix, folder.name, entry.name))
+                files.append((relative, label))
+                sources.append((relative, stat.st_size, stat.st_mtime_ns))
+        splits[split] = tuple(files)
+    key = CacheKey("imagefolder", root, resolution, channels, tuple(sources))
+    return FolderListing(root, names, splits, key)
+
+
+def build_imagefolder(listing: FolderListing, writer: CacheWriter, workers: int,
+                      skip_unreadable: bool) -> tuple[tuple[str, ...], list[str]]:
+    """Decode every listed image into `writer`'s entry; returns (class names, skipped files)."""
+    key = listing.key
+    decode = functools.partial(read_image, resolution=key.resolution, mode=MODES[key.channels])
+    total = sum(len(files) for files in listing.splits.values())
+    where = f"imagefolder {listing.root} at {key.resolution}px"
+    progress = Progress(total, where)
+    skipped: list[str] = []
+    for split, files in listing.splits.items():
+        rows = [relative for relative, _ in files]
+        images = writer.create_images(split, len(files))
+        sums, kept = decode_into(images, [os.path.join(listing.root, row) for row in rows], decode,
+                                 workers, skip_unreadable, progress)
+        skipped += [row for row, ok in zip(rows, kept) if not ok]
+        writer.finish_split(split, np.array([label for _, label in files], np.int64), sums, kept, rows)
+    note = f"; skipped {len(skipped)} unreadable (first: {skipped[0]})" if skipped else ""
+    progress.finish(f" into {writer.folder.parent}{note}")
+    return listing.class_names, skipped

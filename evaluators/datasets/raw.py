@@ -1,4 +1,5 @@
-"""What a dataset reader hands back, and the errors it raises."""
+"""What the dataset readers share: the errors they raise, what a data set is (`DataInfo`), the
+in-memory images of a small one (`RawImages`), and square resizing."""
 
 from __future__ import annotations
 
@@ -33,18 +34,14 @@ class DataInfo:
 
 @dataclass(frozen=True)
 class RawImages:
-    """Images of one data set, read but not yet split or normalised.
+    """Images of one small data set held in memory (digits), read but not yet split or normalised.
 
     images: (N, C, R, R) float32 in [0, 1]. labels: (N,) int64 in [0, len(class_names)).
-    val_images/val_labels: a validation split the data set itself defines (None: split by
-    `evaluators.data` with `val_fraction`).
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: tuple[str, ...]
-    val_images: torch.Tensor | None = None
-    val_labels: torch.Tensor | None = None
     flip_invariant: bool = True  # may augmentation mirror these images left-right?
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from evaluators.cost import count_cost
-from evaluators.data import ImageData, small_data
-from evaluators.deformed_data import black, deformed_data, deformed_images
+from evaluators.data import ImageData, ImageSplit, small_data
+from evaluators.deformed_data import deformed_data, deformed_images
 from evaluators.trainer import TrainConfig, Trainer
 from evaluators.trial import load_trial_data
 from nas.layout_study.config import SizeConfig, StudyConfig, parse_size
@@ -102,10 +102,9 @@ def train_cell(config: dict[str, Any]) -> None:
         final = {**last, FINAL_KEY: 1.0, "diverged": float(trainer.status == "diverged"),
                  "train_images": float(len(train_data.train_y))}
         if trainer.status == "completed" and size.deformed:
-            x, y = deformed_images(data.val_x, data.val_y, study.heldout_per_class,
-                                   seed=10_000 + cell["seed"], fill=black(data))
-            final["heldout_loss"], final["heldout_acc"] = trainer.evaluate(
-                x.to(trainer.device), y.to(trainer.device))
+            x, y = deformed_images(data.val.images(), data.val_y, study.heldout_per_class,
+                                   seed=10_000 + cell["seed"])
+            final["heldout_loss"], final["heldout_acc"] = trainer.evaluate(ImageSplit.in_memory(x, y))
         if trainer.error:
             final["error_text"] = trainer.error
         tune.report(final)
