@@ -11,7 +11,8 @@ def register(subparsers) -> None:
         "export", help="export the Pareto front or the top K trials as YAML configs",
         description="Write one YAML config per chosen trial (architecture, arch_id, metrics, "
                     "cost, weights path). Rebuild any of them with `hybrid-nas build CONFIG`.")
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a search's run directory")
+    parser.add_argument("run_dir", metavar="RUN_DIR",
+                        help="a search's run directory: a folder or a URI (s3://..., gs://...)")
     choice = parser.add_mutually_exclusive_group(required=True)
     choice.add_argument("--pareto", action="store_true",
                         help="the first Pareto front of the run's objectives")
