@@ -7,8 +7,10 @@ Definitions (the same in every metrics dict, here and in `evaluators.trial`):
 - gap = val_loss - train_loss (minimise); gap_acc = train_acc - val_acc.
 - capacity = exp(-train_loss): the geometric-mean probability the model gives to the true
   training label, in (0, 1] (maximise).
-- val_acc_at_matched_loss: val_acc at the first epoch whose train_loss is at most
-  `matched_loss`; NaN until then (the paper's "accuracy at the same training loss").
+- val_acc_at_matched_loss / gap_at_matched_loss: validation accuracy and val_loss - train_loss
+  where the training curve first comes down to `matched_loss`, interpolated between the epochs
+  around that crossing (`evaluators.curves.value_at_loss`); NaN until then (the paper's
+  "accuracy at the same training loss").
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from evaluators.augment import Augment
+from evaluators.curves import value_at_loss
 from search_spaces.fields import FieldError, from_mapping
 from evaluators.data import ImageData
 from search_spaces.architecture import Architecture
@@ -45,6 +48,8 @@ class TrainConfig:
     training images (None: all; worth setting for large data sets, where the eval-mode pass over
     every training image costs about a third of an epoch).
     matched_loss: training loss at which `val_acc_at_matched_loss` is read.
+    grad_clip: clip the global gradient norm to this value before each step (null: no clipping;
+    ViT and CoAtNet train with 1.0).
     """
 
     epochs: int = 10
@@ -63,6 +68,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     eval_batch_size: int = 512
     train_eval_images: int | None = None
+    grad_clip: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -74,6 +80,7 @@ class TrainConfig:
         _require(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
         _require(self.matched_loss > 0, "matched_loss", "must be > 0")
         _require(self.crop_padding is None or self.crop_padding >= 0, "crop_padding", "must be >= 0")
+        _require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "must be > 0 or null")
         for name in ("steps_per_epoch", "train_eval_images"):
             value = getattr(self, name)
             _require(value is None or value >= 1, name, "must be >= 1 or null")
@@ -151,7 +158,6 @@ class Trainer:
         self.epoch = self.step = 0
         self.status, self.error = "running", None
         self.history: list[Metrics] = []
-        self.matched_acc = math.nan
         self._order = torch.empty(0, dtype=torch.long, device=self.device)
         self._cursor = 0
         self._started = time.perf_counter()
@@ -191,15 +197,19 @@ class Trainer:
         val_loss, val_acc = self.evaluate(self.val_x, self.val_y)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             return self._diverge(f"evaluation loss became non-finite after epoch {self.epoch}")
-        if math.isnan(self.matched_acc) and train_loss <= config.matched_loss:
-            self.matched_acc = val_acc
+        losses = [h["train_loss"] for h in self.history] + [train_loss]
+        level = config.matched_loss
+        matched_acc = value_at_loss(losses, [h["val_acc"] for h in self.history] + [val_acc], level)
+        matched_val_loss = value_at_loss(losses, [h["val_loss"] for h in self.history] + [val_loss],
+                                         level)
         metrics = {
             "epoch": float(self.epoch),
             "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val_loss, "val_acc": val_acc,
             "gap": val_loss - train_loss, "gap_acc": train_acc - val_acc,
             "capacity": math.exp(-train_loss),
-            "val_acc_at_matched_loss": self.matched_acc,
+            "val_acc_at_matched_loss": matched_acc,
+            "gap_at_matched_loss": matched_val_loss - level,
             "fit_loss": fit_loss, "lr": lr,
             "images_per_s": self.steps_per_epoch * self.batch_size / train_time,
             "train_time_s": train_time,
@@ -233,6 +243,8 @@ class Trainer:
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             self.optimizer.step()
             self.step += 1
             loss_sum += loss.detach()

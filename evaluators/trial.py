@@ -100,8 +100,8 @@ def run_trial(arch: Architecture, config: TrialConfig,
               report: Callable[[Metrics], None] | None = None) -> TrialOutcome:
     """Train `arch` in both regimes, one epoch of each per step, calling `report(metrics)` with one
     flat dict of floats after every epoch. A diverging run ends "diverged"; it does not raise."""
-    data = _load(config.data, config.data_path, config.resolution or arch.resolution,
-                 config.val_fraction, config.data_seed, arch.in_channels)
+    data = load_trial_data(config.data, config.data_path, config.resolution or arch.resolution,
+                           config.val_fraction, config.data_seed, arch.in_channels)
     small = small_data(data, per_class=config.small_per_class, fraction=config.small_fraction,
                        seed=config.data_seed)
     started = time.perf_counter()
@@ -126,6 +126,7 @@ def run_trial(arch: Architecture, config: TrialConfig,
             "train_loss_small": s["train_loss"], "train_acc_small": s["train_acc"],
             "val_loss_small": s["val_loss"], "val_acc_small": s["val_acc"],
             "val_acc_at_matched_loss": s["val_acc_at_matched_loss"],
+            "gap_at_matched_loss": s["gap_at_matched_loss"],
             "train_loss_full": f["train_loss"], "train_acc_full": f["train_acc"],
             "val_loss": f["val_loss"], "val_acc": f["val_acc"],
             "lr": f["lr"],
@@ -149,8 +150,8 @@ def _combined_throughput(small: Metrics, full: Metrics) -> float:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(name: str, path: str | None, resolution: int, val_fraction: float, seed: int,
-          in_channels: int) -> ImageData:
-    """Data sets are read once per process (a Ray worker runs many trials on the same data)."""
+def load_trial_data(name: str, path: str | None, resolution: int, val_fraction: float, seed: int,
+                    in_channels: int) -> ImageData:
+    """The data set, read once per process (a Ray worker runs many trials on the same data)."""
     return load_data(name, resolution, path=None if path is None else Path(path),
                      val_fraction=val_fraction, seed=seed, in_channels=in_channels)

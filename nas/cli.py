@@ -6,9 +6,9 @@ import argparse
 import signal
 import sys
 
-from nas.commands import build, export, preset, report, search, show
+from nas.commands import build, export, preset, report, search, show, study
 
-COMMANDS = (search, report, show, export, build, preset)
+COMMANDS = (search, study, report, show, export, build, preset)
 
 
 def make_parser() -> argparse.ArgumentParser:

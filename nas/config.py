@@ -84,6 +84,21 @@ class ResourcesConfig:
         return max(1, int(self.cpus_per_trial))
 
 
+def validate_resources(r: ResourcesConfig, error: type[FieldError]) -> None:
+    """Raise `error` naming the `resources.*` field that cannot be satisfied."""
+    if not r.cpus_per_trial > 0:
+        raise error("resources.cpus_per_trial", f"must be > 0, got {r.cpus_per_trial}")
+    if r.gpus_per_trial < 0 or not math.isfinite(r.gpus_per_trial):
+        raise error("resources.gpus_per_trial", f"must be >= 0, got {r.gpus_per_trial}")
+    if r.gpus_per_trial > 1 and not float(r.gpus_per_trial).is_integer():
+        raise error("resources.gpus_per_trial",
+                    "fractions are for sharing one GPU: use a value <= 1 or a whole number")
+    if r.max_concurrent_trials < 1:
+        raise error("resources.max_concurrent_trials", "must be >= 1")
+    if r.num_cpus is not None and r.num_cpus < 1:
+        raise error("resources.num_cpus", "must be >= 1 or null")
+
+
 @dataclass(frozen=True)
 class OptunaConfig:
     """Where the Optuna study is kept. `storage`: null (the default) for a journal file in the
@@ -274,18 +289,7 @@ def _validate(config: SearchConfig) -> None:
         raise SearchConfigError("scheduler.grace_period", "must be >= 1")
     if not sch.reduction_factor > 1:
         raise SearchConfigError("scheduler.reduction_factor", "must be > 1")
-    r = config.resources
-    if not r.cpus_per_trial > 0:
-        raise SearchConfigError("resources.cpus_per_trial", f"must be > 0, got {r.cpus_per_trial}")
-    if r.gpus_per_trial < 0 or not math.isfinite(r.gpus_per_trial):
-        raise SearchConfigError("resources.gpus_per_trial", f"must be >= 0, got {r.gpus_per_trial}")
-    if r.gpus_per_trial > 1 and not float(r.gpus_per_trial).is_integer():
-        raise SearchConfigError("resources.gpus_per_trial",
-                                "fractions are for sharing one GPU: use a value <= 1 or a whole number")
-    if r.max_concurrent_trials < 1:
-        raise SearchConfigError("resources.max_concurrent_trials", "must be >= 1")
-    if r.num_cpus is not None and r.num_cpus < 1:
-        raise SearchConfigError("resources.num_cpus", "must be >= 1 or null")
+    validate_resources(config.resources, SearchConfigError)
     if not isinstance(config.trial, TrialConfig):
         raise SearchConfigError("trial", "expected a TrialConfig")
     if config.optuna.storage is not None:

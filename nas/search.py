@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from nas.config import SearchConfig, SearchConfigError, default_config
 from nas.progress import ProgressCallback, format_summary, summarize
+from nas.ray_session import check_resources, quiet_ray, start_ray
 from nas.resume import ResumePlan, plan_resume
 from nas.signals import SearchStopped, StopSignals
 from results.objectives import METRIC_DIRECTIONS
@@ -35,9 +36,6 @@ from results.storage import StorageError, is_uri, join, open_storage
 from search_spaces.space import SearchSpace
 
 logger = logging.getLogger(__name__)
-
-LOCAL_NODE_IP = "127.0.0.1"
-
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -193,15 +191,15 @@ def _run_session(store: RunDirectory, config: SearchConfig, space: SearchSpace, 
             print(f"search: all {config.num_trials} trials already trained", flush=True)
             return None
 
-    _quiet_ray_env()
+    quiet_ray()
     import ray
 
     t0 = time.time()
-    started_ray = _start_ray(config, address)
+    started_ray = start_ray(config.resources, address)
     ray_startup_s = time.time() - t0
     stop.reinstall()  # Ray's core worker installs its own SIGTERM handler (a stack dump)
     try:
-        _check_resources(config)  # before a new run directory is made
+        check_resources(config.resources)  # before a new run directory is made
         if study is None:  # the config first: from then on the run is resumable
             store.write_config(config.to_dict())
             home = StudyHome(store, config.name, config.optuna.storage, fresh=True)
@@ -278,49 +276,6 @@ def _storage_error(exc: BaseException) -> StorageError | None:
     return None
 
 
-def _quiet_ray_env() -> None:
-    # Tune's own advice on a stop (Tuner.restore(...)) and its missing-metrics warnings for
-    # stopped trials would contradict ours: a run resumes with `--resume RUN_DIR`.
-    logging.getLogger("ray.tune").setLevel(logging.ERROR)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 means silent
-    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # the records keep the error text
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Tune's own TensorBoard logger would put a second copy of every metric under RUN/ray/, keyed
-    # by Tune's trial ids; nas.tensorboard writes them once, per record. (CSV/JSON stay.)
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-
-
-def _start_ray(config: SearchConfig, address: str | None) -> bool:
-    """Join `address` or start a local Ray; True if this call started it (and should stop it)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        loopback = address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
-                 **({"_node_ip_address": LOCAL_NODE_IP} if loopback else {}))
-    else:
-        ray.init(num_cpus=config.resources.num_cpus, include_dashboard=False,
-                 _node_ip_address=LOCAL_NODE_IP,  # a local Ray talks to itself over loopback only
-                 logging_level=logging.WARNING, log_to_driver=False)
-    return True
-
-
-def _check_resources(config: SearchConfig) -> None:
-    """A trial that asks for more than the cluster has would wait forever: refuse it now."""
-    import ray
-
-    have = ray.cluster_resources()
-    r = config.resources
-    for name, want, key in (("cpus_per_trial", r.cpus_per_trial, "CPU"),
-                            ("gpus_per_trial", r.gpus_per_trial, "GPU")):
-        if want > have.get(key, 0.0):
-            raise SearchConfigError(f"resources.{name}", f"{want:g} per trial, but the Ray cluster "
-                                    f"has {have.get(key, 0.0):g} {key}s")
-
-
 def _trainable(config: SearchConfig, trainable: Callable[[dict[str, Any]], None] | None):
     from ray import tune
 
@@ -363,6 +318,9 @@ def _new_tuner(store: RunDirectory, config: SearchConfig, searcher, num_samples:
         scheduler = FIFOScheduler()
     session = datetime.now(timezone.utc).strftime("session-%Y%m%d-%H%M%S-%f")
     storage_path, storage_filesystem = store.storage.ray_storage(RAY_DIR)
+    # Tune's own TensorBoard logger would put a second copy of every metric under RUN/ray/, keyed
+    # by Tune's trial ids: nas.tensorboard writes them once, per record (CSV/JSON logs stay).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     return tune.Tuner(
         trial_fn,
         param_space=_param_space(config),

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
-import plotly.offline
 import yaml
 
 from results.figures import FIGURE_TITLES, build_figures
 from results.formatting import count, fmt, si
+from results.html_page import render_page
 from results.run_directory import STATUSES, RunDirError, read_run
 from results.table import load_table, save_table
 
@@ -62,41 +62,10 @@ def write_pngs(figures: dict[str, go.Figure], out: Path) -> list[Path]:
 
 # ---- page ------------------------------------------------------------------------------------
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 24px auto; padding: 0 12px; max-width: 1180px;
-       color: #222; }
-h1 { margin-bottom: 4px; } h2 { margin-top: 36px; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 8px 0; font-size: 14px; }
-td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-th { background: #f0f3f8; } td.text { text-align: left; }
-.status-completed { color: #1a7f37; } .status-failed, .status-diverged { color: #cf222e; }
-.figure { width: 100%; min-height: 520px; }
-.note { color: #666; font-size: 14px; } pre { background: #f6f8fa; padding: 8px; overflow: auto; }
-"""
-
-_BOOT = """
-for (const holder of document.querySelectorAll('script.figure-data')) {
-  const fig = JSON.parse(holder.textContent);
-  Plotly.newPlot(holder.dataset.target, fig.data, fig.layout, {responsive: true});
-}
-"""
-
-
 def render_html(table: pd.DataFrame, figures: dict[str, go.Figure], config: dict) -> str:
     """The page: a header with the run's summary, then each figure; plotly.js is inlined once."""
-    parts = ["<!DOCTYPE html>\n<html><head><meta charset='utf-8'>",
-             f"<title>hybrid-nas report: {html.escape(_run_name(table))}</title>",
-             f"<style>{_STYLE}</style>",
-             f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script>",
-             "</head><body>", _header(table, config)]
-    for name, fig in figures.items():
-        data = fig.to_json().replace("<", "\\u003c")  # no '</script>' can end the block early
-        parts.append(f"<h2 id='{name}'>{html.escape(FIGURE_TITLES.get(name, name))}</h2>"
-                     f"<div id='figure-{name}' class='figure'></div>"
-                     f"<script type='application/json' class='figure-data' "
-                     f"data-target='figure-{name}' data-name='{name}'>{data}</script>")
-    parts.append(f"<script>{_BOOT}</script></body></html>\n")
-    return "\n".join(parts)
+    return render_page(f"hybrid-nas report: {_run_name(table)}", _header(table, config),
+                       {name: (FIGURE_TITLES.get(name, name), fig) for name, fig in figures.items()})
 
 
 def _header(table: pd.DataFrame, config: dict) -> str:

@@ -33,7 +33,8 @@ from typing import Any, Mapping
 import yaml
 
 from results.objectives import Objective, as_objectives
-from results.storage import SpooledStorage, Storage, cache_dir, is_uri, open_storage, split
+from results.storage import (LocalStorage, SpooledStorage, Storage, cache_dir, is_uri,
+                             open_storage, split)
 from search_spaces.architecture import Architecture, ArchitectureError
 
 STATUSES = ("completed", "pruned", "failed", "diverged", "rejected", "running")  # report order
@@ -198,7 +199,7 @@ class RunDirectory:
     def write_record(self, record: Mapping[str, Any]) -> None:
         """Write (replace) one trial record atomically."""
         self.storage.write_text(_record_name(record["trial_id"]),
-                                json.dumps(record, indent=1, default=_jsonable, allow_nan=True))
+                                json.dumps(record, indent=1, default=jsonable, allow_nan=True))
 
     def update_record(self, trial_id: str, **fields: Any) -> dict[str, Any] | None:
         """Change fields of an existing record (read, merge, write); None if there is no record."""
@@ -245,7 +246,7 @@ class RunDirectory:
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         self.storage.write_text(SUMMARY_FILE,
-                                json.dumps(summary, indent=1, default=_jsonable, allow_nan=True))
+                                json.dumps(summary, indent=1, default=jsonable, allow_nan=True))
 
     def clear_summary(self) -> None:
         self.storage.delete(SUMMARY_FILE)
@@ -357,6 +358,16 @@ def read_run(location: str | Path | RunDirectory) -> Run:
 
 # ---- files --------------------------------------------------------------------------------------
 
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then move it into place."""
+    LocalStorage(path.parent).write_text(path.name, text)
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; RunDirError naming the file if it is corrupt."""
+    return _parse_json(path.read_bytes(), path)
+
+
 def _record_name(trial_id: str) -> str:
     return f"{TRIALS_DIR}/{trial_id}.json"
 
@@ -384,7 +395,8 @@ def _sort_number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else -1.0
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """What json.dumps cannot write by itself: numpy/torch scalars, sets and tuples."""
     if hasattr(value, "item"):  # numpy / torch scalars
         return value.item()
     if isinstance(value, (set, tuple)):

@@ -7,6 +7,8 @@ divide raises ArchitectureError (field `resolution`).
 
 from __future__ import annotations
 
+import torch
+
 from search_spaces.architecture import Architecture, Stage, Stem
 
 # CoAtNet (Table 3): stem width, blocks per stage, channels per stage; kernel 3, head size 32,
@@ -58,8 +60,7 @@ def get_preset(name: str, resolution: int = 224, num_classes: int = 1000,
         return _hybrid(layout, _STUDY_STEM, depths, _STUDY_WIDTHS, **io)
     if name in _VIT_REL:
         depth, width = _VIT_REL[name]
-        return Architecture(stem=Stem("patch", width, 16),
-                            stages=(Stage("T", depth, width, stride=1, head_size=32),), **io)
+        return _vit_rel(depth, width, 16, 32, **io)
     if name in _DEIT:
         width = _DEIT[name]
         return Architecture(
@@ -77,8 +78,61 @@ def get_preset(name: str, resolution: int = 224, num_classes: int = 1000,
 
 
 def _hybrid(layout: str, stem: int, depths: tuple[int, ...], widths: tuple[int, ...],
-            **io: int) -> Architecture:
-    """A CoAtNet-style network: conv stem (stride 2), then S1..S4 with stride 2 each."""
-    stages = tuple(Stage(block, depth, width, stride=2, head_size=32, expansion=4)
-                   for block, depth, width in zip(layout, depths, widths))
+            head_size: int = 32, s1_stride: int = 2, **io: int) -> Architecture:
+    """A CoAtNet-style network: conv stem (stride 2), then S1 (stride `s1_stride`) and S2..S4
+    with stride 2 each."""
+    stages = tuple(Stage(block, depth, width, stride=s1_stride if i == 0 else 2,
+                         head_size=head_size, expansion=4)
+                   for i, (block, depth, width) in enumerate(zip(layout, depths, widths)))
     return Architecture(stem=Stem("conv", stem), stages=stages, **io)
+
+
+def _vit_rel(depth: int, width: int, patch: int, head_size: int, **io: int) -> Architecture:
+    return Architecture(stem=Stem("patch", width, patch),
+                        stages=(Stage("T", depth, width, stride=1, head_size=head_size),), **io)
+
+
+LAYOUT_STUDY = (*_LAYOUT_STUDY, *_VIT_REL)  # the five layouts of CoAtNet's study (Section 2.2)
+
+
+def layout_study(resolution: int = 224, in_channels: int = 3, num_classes: int = 1000,
+                 width_scale: float = 1.0, head_size: int = 32, s1_stride: int = 2
+                 ) -> dict[str, Architecture]:
+    """The five layouts of CoAtNet's study, scaled to a task, matched in parameters the way the
+    paper matches them: CoAtNet-0's stem, widths and S1/S2/S4 depths (widths times
+    `width_scale`, attention heads of `head_size` channels), C-C-T-T as the reference, and for
+    every other layout only S3's depth (ViT_REL: its number of blocks) chosen to come nearest
+    C-C-T-T's parameter count. ViT_REL's patches make the grid of S3 (16x16 at the paper's
+    strides). `s1_stride=1` keeps one more halving of the input for small images (32x32: S3 is
+    then a 4x4 grid, as the patch-8 ViT_REL's). At 224x224 and scale 1 these are the presets."""
+    io = dict(resolution=resolution, num_classes=num_classes, in_channels=in_channels)
+    widths = tuple(max(1, round(w * width_scale)) for w in (_STUDY_STEM, *_STUDY_WIDTHS))
+    stem, stage_widths = widths[0], widths[1:]
+    patch = 2 * s1_stride * 4  # the stride at S3: stem 2, S1, S2 2, S3 2
+
+    def build(name: str, s3_depth: int) -> Architecture:
+        if name == "ViT_REL":
+            return _vit_rel(s3_depth, stage_widths[2], patch, head_size, **io)
+        layout, depths = _LAYOUT_STUDY[name]
+        depths = (*depths[:2], s3_depth, depths[3])
+        return _hybrid(layout, stem, depths, stage_widths, head_size, s1_stride, **io)
+
+    reference = build("C-C-T-T", _LAYOUT_STUDY["C-C-T-T"][1][2])
+    target = _parameters(reference)
+    out = {}
+    for name in LAYOUT_STUDY:
+        if name == "C-C-T-T":
+            out[name] = reference
+            continue
+        one, two = _parameters(build(name, 1)), _parameters(build(name, 2))
+        per_block = two - one  # every S3 block after the first is the same: params are linear
+        depth = max(1, round(1 + (target - one) / per_block))
+        out[name] = build(name, depth)
+    return out
+
+
+def _parameters(arch: Architecture) -> int:
+    from search_spaces.model import build_model  # models only when the study asks for them
+
+    with torch.random.fork_rng():  # building initialises weights: leave the caller's RNG alone
+        return sum(p.numel() for p in build_model(arch).parameters())

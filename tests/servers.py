@@ -155,15 +155,22 @@ class TcpProxy:
 
 
 class RayCluster:
-    """A head and `workers` worker nodes on loopback, one CPU each. `address` is the head's
-    host:port; `env` is what a driver needs to join (the cluster's auth token)."""
+    """A head and `workers` worker nodes, each started with `--node-ip-address 127.0.0.1`, one CPU
+    each. `address` is the head's host:port; `env` is what a driver needs to join (the cluster's
+    auth token, and cluster mode on).
+
+    Ray refuses worker nodes while its cluster mode is off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0,
+    which tests/conftest.py sets so that a single-machine Ray binds loopback only); with it on,
+    Ray resolves 127.0.0.1 to this machine's own address and its servers listen on every
+    interface. Traffic to the machine's own address never leaves it."""
 
     def __init__(self, folder: Path, workers: int = 1, env: dict | None = None):
         self.temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: socket paths
         token = self.temp / "auth_token"
         token.write_text(secrets.token_hex(32))
         self.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-                    "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+                    "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
+                    **(env or {})}
         self.port = free_port()
         self.address = f"{HOST}:{self.port}"
         self.nodes: list[subprocess.Popen] = []

@@ -1,0 +1,241 @@
+"""What a layout study runs: the data, the five layouts and how they are scaled, the data sizes and
+each one's training budget, the seeds, how often a run is measured, and the resources. Loaded from
+YAML (`load_study_config`; `quick=True` for the built-in quick protocol), validated on load; every
+error names the field (`study.sizes[1].steps: ...`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from evaluators.trainer import TrainConfig
+from nas.config import ResourcesConfig, validate_resources
+from search_spaces.fields import FieldError, check_keys, from_mapping, typed
+from search_spaces.presets import LAYOUT_STUDY
+
+FULL_CONFIG = "layout_study.yaml"
+QUICK_CONFIG = "layout_study_quick.yaml"
+# The paper trains the layout study without augmentation or regularization (CoAtNet 2.2).
+STUDY_TRAIN_DEFAULTS = {"batch_size": 32, "lr": 1e-3, "grad_clip": 1.0, "augment": False,
+                        "label_smoothing": 0.0, "warmup_epochs": 1.0, "train_eval_images": 500}
+
+
+class StudyConfigError(FieldError):
+    prefix = "study."
+
+
+@dataclass(frozen=True)
+class SizeConfig:
+    """One training-set size: `per_class` real images of each class (null: all of them), or
+    `deformed_per_class` deformations of the real training images per class (the large-data
+    regime, `evaluators.deformed_data`); `steps` optimiser steps of training at this size."""
+
+    per_class: int | None = None
+    deformed_per_class: int | None = None
+    steps: int = 200
+
+    @property
+    def label(self) -> str:
+        if self.deformed_per_class is not None:
+            return f"deformed {self.deformed_per_class}/class"
+        return "all" if self.per_class is None else f"{self.per_class}/class"
+
+    @property
+    def deformed(self) -> bool:
+        return self.deformed_per_class is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.deformed:
+            return {"deformed_per_class": self.deformed_per_class, "steps": self.steps}
+        return {"per_class": "all" if self.per_class is None else self.per_class, "steps": self.steps}
+
+
+@dataclass(frozen=True)
+class ArchitecturesConfig:
+    """How `search_spaces.presets.layout_study` scales the five layouts to the data: widths times
+    `width_scale`, attention heads of `head_size` channels, S1's stride."""
+
+    width_scale: float = 0.125
+    head_size: int = 8
+    s1_stride: int = 1
+    layouts: tuple[str, ...] = LAYOUT_STUDY
+
+
+@dataclass(frozen=True)
+class CheapReadingsConfig:
+    """The readings a search trial can take alone, checked against the study's: validation accuracy
+    at a fixed training-loss level `matched_loss`, and the fit after `steps` steps."""
+
+    matched_loss: float = 0.25
+    steps: int = 100
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """One layout study. A cell is one layout trained at one size with one seed (the seed draws the
+    subset, the initial weights and the batch order); every cell is one Ray Tune trial."""
+
+    name: str = "layout-study"
+    data: str = "digits"
+    data_path: str | None = None
+    resolution: int = 32
+    val_fraction: float = 0.2
+    data_seed: int = 0
+    architectures: ArchitecturesConfig = field(default_factory=ArchitecturesConfig)
+    sizes: tuple[SizeConfig, ...] = (SizeConfig(5, None, 100), SizeConfig(20, None, 150),
+                                     SizeConfig(None, None, 200), SizeConfig(None, 1000, 320))
+    seeds: tuple[int, ...] = (0, 1, 2)
+    evaluations: int = 10
+    heldout_per_class: int = 200
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(**STUDY_TRAIN_DEFAULTS))
+    cheap: CheapReadingsConfig = field(default_factory=CheapReadingsConfig)
+    bootstrap: int = 2000
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("sizes", "seeds"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        _validate(self)
+
+    def replace(self, **changes: Any) -> "StudyConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data.update(
+            architectures={**dataclasses.asdict(self.architectures),
+                           "layouts": list(self.architectures.layouts)},
+            sizes=[s.to_dict() for s in self.sizes], seeds=list(self.seeds),
+            train=dataclasses.asdict(self.train), cheap=dataclasses.asdict(self.cheap),
+            resources=dataclasses.asdict(self.resources))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "StudyConfig":
+        values = check_keys(data, "", {f.name for f in dataclasses.fields(cls)},
+                            error=StudyConfigError)
+        for name in ("name", "data"):
+            if name in values:
+                values[name] = typed(values[name], "str", name, StudyConfigError)
+        for name in ("resolution", "data_seed", "evaluations", "heldout_per_class", "bootstrap"):
+            if name in values:
+                values[name] = typed(values[name], "int", name, StudyConfigError)
+        if "data_path" in values:
+            values["data_path"] = typed(values["data_path"], "str | None", "data_path",
+                                        StudyConfigError)
+        if "val_fraction" in values:
+            values["val_fraction"] = typed(values["val_fraction"], "float", "val_fraction",
+                                           StudyConfigError)
+        if "architectures" in values:
+            arch = dict(check_keys(values["architectures"], "architectures",
+                                   {f.name for f in dataclasses.fields(ArchitecturesConfig)},
+                                   error=StudyConfigError))
+            if "layouts" in arch:
+                arch["layouts"] = tuple(_names(arch["layouts"], "architectures.layouts"))
+            values["architectures"] = from_mapping(ArchitecturesConfig, arch, "architectures",
+                                                   error=StudyConfigError)
+        if "sizes" in values:
+            values["sizes"] = tuple(parse_size(item, f"sizes[{i}]")
+                                    for i, item in enumerate(_list(values["sizes"], "sizes")))
+        if "seeds" in values:
+            values["seeds"] = tuple(typed(s, "int", f"seeds[{i}]", StudyConfigError)
+                                    for i, s in enumerate(_list(values["seeds"], "seeds")))
+        if "train" in values:
+            train = {**STUDY_TRAIN_DEFAULTS, **check_keys(values["train"], "train",
+                                                         {f.name for f in dataclasses.fields(TrainConfig)},
+                                                         error=StudyConfigError)}
+            try:
+                values["train"] = TrainConfig.from_dict(train)
+            except FieldError as exc:
+                raise StudyConfigError(exc.field, exc.message) from None
+        for name, kind in (("cheap", CheapReadingsConfig), ("resources", ResourcesConfig)):
+            if name in values:
+                values[name] = from_mapping(kind, values[name] or {}, name, error=StudyConfigError)
+        return cls(**values)
+
+
+def load_study_config(path: str | Path | None = None, quick: bool = False) -> StudyConfig:
+    """Read a study config from YAML; None = the built-in protocol (`quick`: the one that runs in
+    under 20 minutes on two CPU cores)."""
+    if path is None:
+        text = resources.files("nas").joinpath(QUICK_CONFIG if quick else FULL_CONFIG).read_text()
+        where = "built-in " + (QUICK_CONFIG if quick else FULL_CONFIG)
+    else:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"study config {str(path)!r}: no such file")
+        text, where = Path(path).read_text(), str(path)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise StudyConfigError("config", f"{where} is not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise StudyConfigError("config", f"{where}: expected a mapping at the top level")
+    return StudyConfig.from_dict(data)
+
+
+def _list(value: Any, where: str) -> list:
+    if not isinstance(value, list) or not value:
+        raise StudyConfigError(where, "expected a non-empty list")
+    return value
+
+
+def _names(value: Any, where: str) -> list[str]:
+    names = _list(value, where)
+    for name in names:
+        if name not in LAYOUT_STUDY:
+            raise StudyConfigError(where, f"unknown layout {name!r} (known: {list(LAYOUT_STUDY)})")
+    return names
+
+
+def parse_size(item: Any, where: str = "size") -> SizeConfig:
+    """A size from its mapping (`SizeConfig.to_dict`'s form, as a config writes it)."""
+    values = dict(check_keys(item, where, {"per_class", "deformed_per_class", "steps"},
+                             error=StudyConfigError))
+    if values.get("per_class") == "all":
+        values["per_class"] = None
+    elif "per_class" not in values and "deformed_per_class" not in values:
+        raise StudyConfigError(where, "give per_class (a number or 'all') or deformed_per_class")
+    if "per_class" in values and "deformed_per_class" in values:
+        raise StudyConfigError(where, "give one of per_class and deformed_per_class")
+    return from_mapping(SizeConfig, values, where, error=StudyConfigError)
+
+
+def _validate(config: StudyConfig) -> None:
+    if not config.sizes:
+        raise StudyConfigError("sizes", "at least one data size is required")
+    labels = [s.label for s in config.sizes]
+    for i, size in enumerate(config.sizes):
+        where = f"sizes[{i}]"
+        for name in ("per_class", "deformed_per_class"):
+            value = getattr(size, name)
+            if value is not None and value < 1:
+                raise StudyConfigError(f"{where}.{name}", f"must be >= 1, got {value}")
+        if size.steps < config.evaluations:
+            raise StudyConfigError(f"{where}.steps", f"{size.steps} steps cannot hold "
+                                   f"{config.evaluations} evaluations")
+        if labels.count(size.label) > 1:
+            raise StudyConfigError(where, f"size {size.label!r} is listed twice")
+    if not config.seeds or len(set(config.seeds)) != len(config.seeds):
+        raise StudyConfigError("seeds", f"expected distinct seeds, got {list(config.seeds)}")
+    if config.evaluations < 2:
+        raise StudyConfigError("evaluations", "must be >= 2 (a curve needs two points)")
+    for name in ("resolution", "heldout_per_class", "bootstrap"):
+        if getattr(config, name) < 1:
+            raise StudyConfigError(name, f"must be >= 1, got {getattr(config, name)}")
+    if not 0 < config.val_fraction < 1:
+        raise StudyConfigError("val_fraction", f"must be in (0, 1), got {config.val_fraction}")
+    a = config.architectures
+    if not a.width_scale > 0:
+        raise StudyConfigError("architectures.width_scale", f"must be > 0, got {a.width_scale}")
+    if a.s1_stride not in (1, 2):
+        raise StudyConfigError("architectures.s1_stride", f"must be 1 or 2, got {a.s1_stride}")
+    if a.head_size < 1:
+        raise StudyConfigError("architectures.head_size", f"must be >= 1, got {a.head_size}")
+    if not config.cheap.matched_loss > 0 or config.cheap.steps < 1:
+        raise StudyConfigError("cheap", "matched_loss must be > 0 and steps >= 1")
+    validate_resources(config.resources, StudyConfigError)

@@ -1,0 +1,229 @@
+"""`run_study(config, out_dir)`: the layout study, every cell a Ray Tune trial, then its outputs.
+
+    from nas.layout_study import load_study_config, run_study
+    result = run_study(load_study_config(quick=True), "studies/quick")
+    result = run_study(None, "studies/quick", resume=True)   # continue a killed study
+
+Cells already completed (or diverged) are never trained again; a Ctrl-C or SIGTERM stops the
+running cells as a search does (`nas.signals`). When every cell has an outcome, the readings,
+rankings and report are written (`results.layout_study`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from evaluators.data import describe_data
+from nas.layout_study.cells import Cell, cell_cost, study_architectures, study_cells, train_cell
+from nas.layout_study.config import StudyConfig
+from nas.ray_session import check_resources, quiet_ray, start_ray
+from nas.signals import SearchStopped, StopSignals
+from results.layout_study.rankings import rankings
+from results.layout_study.readings import cell_table, curves_table
+from results.layout_study.report import render_study_report
+from results.layout_study.study_directory import DONE, RAY_DIR, StudyDirectory, new_cell_record
+from results.run_directory import now_iso
+from search_spaces.architecture import Architecture
+
+NUMBERS = ("step", "train_loss", "train_acc", "val_loss", "val_acc")
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """The study's directory, whether it was stopped before every cell had an outcome (and by which
+    signal), and rankings.json's content (None until written)."""
+
+    path: Path
+    interrupted: bool
+    rankings: dict[str, Any] | None
+    signal: int | None = None
+
+
+class CellRecords(tune.Callback):
+    """Writes STUDY/cells/<cell_id>.json as each cell trains (on the driver)."""
+
+    def __init__(self, study: StudyDirectory, costs: dict[str, dict[str, int]], total: int):
+        self.study = study
+        self.costs = costs
+        self.total = total
+        self.t0 = time.time()
+        self.started: dict[str, float] = {}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        cell = trial.config["cell"]
+        self.started[cell["cell_id"]] = time.time()
+        record = new_cell_record(cell["cell_id"], cell["layout"], cell["size_label"], cell["seed"],
+                                 cell["arch"], _arch_id(cell["arch"]), train_images=0,
+                                 steps=int(cell["size"]["steps"]),
+                                 deformed="deformed_per_class" in cell["size"],
+                                 **self.costs[cell["layout"]])
+        self.study.write_cell(record)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        record = self.study.read_cell(trial.config["cell"]["cell_id"])
+        if record is None:
+            return
+        if "step" in result:
+            point = {k: float(result[k]) for k in NUMBERS}
+            record["curve"] = [p for p in record["curve"] if p["step"] != point["step"]] + [point]
+        if result.get("final"):
+            record["status"] = ("failed" if result.get("failed") else
+                                "diverged" if result.get("diverged") else "completed")
+            record["error"] = result.get("error_text")
+            record["train_images"] = int(result.get("train_images", 0))
+            if "heldout_loss" in result:
+                record["heldout"] = {"loss": result["heldout_loss"], "acc": result["heldout_acc"]}
+            record["ended"] = now_iso()
+            record["wall_time_s"] = round(time.time() - self.started.get(record["cell_id"], time.time()), 2)
+        self.study.write_cell(record)
+        if result.get("final"):
+            self._progress(record)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        record = self.study.read_cell(trial.config["cell"]["cell_id"])
+        if record is not None:
+            record.update(status="failed", ended=now_iso(),
+                          error=f"the trial's process failed: {getattr(trial, 'error_file', '')}")
+            self.study.write_cell(record)
+            self._progress(record)
+
+    def _progress(self, record: dict[str, Any]) -> None:
+        cells, _ = self.study.read_cells()
+        done = sum(c["status"] in DONE for c in cells)
+        last = record["curve"][-1] if record["curve"] else {}
+        detail = (f"val acc {last['val_acc']:.3f}, train loss {last['train_loss']:.3f}"
+                  if last else record.get("error") or "")
+        print(f"[{time.time() - self.t0:5.0f}s] {done}/{self.total} cells: {record['cell_id']} "
+              f"{record['status']} ({detail}, {record['wall_time_s']} s)", flush=True)
+
+
+def run_study(config: StudyConfig | None, out_dir: str | Path, resume: bool = False,
+              address: str | None = None) -> StudyResult:
+    """Run (or with `resume=True` continue) the layout study in `out_dir`; returns its result."""
+    started = time.time()
+    study = StudyDirectory(out_dir)
+    if resume:
+        config = StudyConfig.from_dict(study.read_config()) if config is None else config
+    else:
+        if config is None:
+            raise ValueError("run_study: give a StudyConfig (or resume=True)")
+        if study.root.exists() and any(not p.name.startswith(".") for p in study.root.iterdir()):
+            raise ValueError(f"{study.root}: study directory exists and is not empty "
+                             f"(continue it with --resume {study.root})")
+    info = describe_data(config.data, config.data_path)
+    architectures = study_architectures(config, info.num_classes, info.in_channels)
+    costs = {name: cell_cost(arch) for name, arch in architectures.items()}
+    for name, cost in costs.items():
+        print(f"{name:8s} params {cost['params']:>10,}  FLOPs {cost['flops']:>13,}  "
+              f"({architectures[name].layout}, depths "
+              f"{'-'.join(str(s.depth) for s in architectures[name].stages)})", flush=True)
+    cells = study_cells(config, architectures)
+    study.write_config(config.to_dict())
+    todo = [c for c in cells if (study.read_cell(c.cell_id) or {}).get("status") not in DONE]
+    print(f"study: {len(cells)} cells ({len(config.architectures.layouts)} layouts x "
+          f"{len(config.sizes)} sizes x {len(config.seeds)} seeds), {len(todo)} to train -> "
+          f"{study.root}", flush=True)
+    with StopSignals() as stop:
+        try:
+            if todo:
+                _train(study, config, todo, costs, len(cells), address, stop)
+        except SearchStopped as exc:
+            stop.received = exc.signum
+    records, _ = study.read_cells()
+    finished = {r["cell_id"] for r in records if r["status"] in ("completed", "diverged", "failed")}
+    missing = [c.cell_id for c in cells if c.cell_id not in finished]
+    if missing:
+        print(f"study: INTERRUPTED with {len(missing)} cells to go: resume with "
+              f"`hybrid-nas study --resume {study.root}`", flush=True)
+        return StudyResult(study.root, True, None, stop.received)
+    ranks = write_outputs(study, config, [r for r in records if r["cell_id"] in
+                                          {c.cell_id for c in cells}], time.time() - started)
+    return StudyResult(study.root, False, ranks, stop.received)
+
+
+def _train(study: StudyDirectory, config: StudyConfig, todo: list[Cell],
+           costs: dict[str, dict[str, int]], total: int, address: str | None,
+           stop: StopSignals) -> None:
+    quiet_ray()
+    import ray
+
+    started_ray = start_ray(config.resources, address)
+    stop.reinstall()
+    try:
+        check_resources(config.resources)
+        r = config.resources
+        session = datetime.now(timezone.utc).strftime("session-%Y%m%d-%H%M%S-%f")
+        tuner = tune.Tuner(
+            tune.with_resources(train_cell, {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial}),
+            param_space={"cell": tune.grid_search([c.to_dict() for c in todo]),
+                         "study": config.to_dict(), "threads": r.threads},
+            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=r.max_concurrent_trials,
+                                        reuse_actors=True, trial_dirname_creator=_trial_dirname),
+            run_config=tune.RunConfig(name=session, storage_path=str(study.root / RAY_DIR),
+                                      callbacks=[CellRecords(study, costs, total)],
+                                      failure_config=tune.FailureConfig(max_failures=0),
+                                      verbose=0))
+        stop.tuning = True
+        try:
+            tuner.fit()
+        finally:
+            stop.tuning = False
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def write_outputs(study: StudyDirectory, config: StudyConfig, records: list[dict[str, Any]],
+                  wall_time_s: float | None = None) -> dict[str, Any]:
+    """study.csv, curves.csv, rankings.json and report.html from the cell records."""
+    info = describe_data(config.data, config.data_path)
+    sizes = [s.label for s in config.sizes]
+    table = cell_table(records, sizes, info.num_classes, config.cheap.matched_loss,
+                       config.cheap.steps)
+    curves = curves_table(records)
+    ranks = rankings(table, curves, sizes, config.bootstrap)
+    ranks["wall_time_s"] = None if wall_time_s is None else round(wall_time_s, 1)
+    study.write_output("study.csv", table.to_csv(index=False))
+    study.write_output("curves.csv", curves.to_csv(index=False))
+    study.write_output("rankings.json", json.dumps(_plain(ranks), indent=1))
+    study.write_output("report.html", render_study_report(
+        config.name, table, curves, ranks, sizes,
+        (study.root / "study.yaml").read_text(), wall_time_s))
+    for reading in ("generalization", "capacity"):
+        r = ranks[reading]
+        print(f"{reading}: {' > '.join(r['order'])}  (paper: {r['paper']})  tau-b {r['tau_b']:.2f} "
+              f"[{r['interval_95'][0]:.2f}, {r['interval_95'][1]:.2f}]", file=sys.stdout, flush=True)
+    print(f"study: outputs in {study.root} (report.html, study.csv, curves.csv, rankings.json)",
+          flush=True)
+    return ranks
+
+
+def _arch_id(arch: dict[str, Any]) -> str:
+    return Architecture.from_dict(arch).arch_id
+
+
+def _trial_dirname(trial: Any) -> str:
+    return trial.trial_id
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: NaN as null, tuples as lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return _plain(value.item())
+    return value

@@ -1,0 +1,142 @@
+"""The layout study's offline HTML report: the paper's Figure 2 redrawn from our runs (validation
+accuracy against training loss, one panel per data size, the matched level marked), capacity per
+layout against data size, how the agreement with the paper moves with size and along training,
+and the two rankings side by side with the paper's."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from results.formatting import fmt, si
+from results.html_page import render_page
+from results.layout_study.rankings import PAPER
+
+COLOURS = dict(zip(("C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", "ViT_REL"), qualitative.D3))
+FIGURE_TITLES = {
+    "figure2": "Figure 2 redrawn: validation accuracy against training loss, per data size "
+               "(dashed: the matched level)",
+    "capacity": "Capacity (exp(-final training loss)) per layout against data size",
+    "agreement": "Agreement with the paper (Kendall tau-b) per data size",
+    "along_training": "Capacity ranking along training at the largest size (tau-b per evaluation)",
+}
+
+
+def render_study_report(name: str, table: pd.DataFrame, curves: pd.DataFrame,
+                        ranks: Mapping[str, Any], sizes: Sequence[str], protocol: str,
+                        wall_time_s: float | None) -> str:
+    figures = {"figure2": _figure2(table, curves, sizes), "capacity": _capacity(table, sizes),
+               "agreement": _agreement(ranks, sizes),
+               "along_training": _along_training(ranks["capacity"]["along_training"])}
+    header = "\n".join([
+        f"<h1>Layout study: {html.escape(name)}</h1>",
+        "<p class='note'>CoAtNet section 2.2 reproduced on this machine: five layouts matched in "
+        "parameters, trained on several data sizes with several seeds.</p>",
+        _rankings_html(ranks), _architectures_html(table), _cheap_html(ranks),
+        f"<details><summary>protocol (study.yaml)</summary><pre>{html.escape(protocol)}</pre>"
+        "</details>",
+        f"<p class='note'>{ranks['cells']['completed']} of {ranks['cells']['total']} cells "
+        "completed" + (f"; wall time {wall_time_s:.0f} s" if wall_time_s else "") + ".</p>"])
+    return render_page(f"hybrid-nas layout study: {name}", header,
+                       {key: (FIGURE_TITLES[key], fig) for key, fig in figures.items()})
+
+
+def _rankings_html(ranks: Mapping[str, Any]) -> str:
+    rows = []
+    for reading in ("generalization", "capacity"):
+        r = ranks[reading]
+        low, high = r["interval_95"]
+        where = (f"mean over seeds {r['seeds']} and sizes {', '.join(r['sizes'])}"
+                 if reading == "generalization" else f"at {r['size']}, mean over seeds {r['seeds']}")
+        ours = " > ".join(f"{name} ({fmt(r['scores'][name])})" for name in r["order"])
+        rows.append(f"<tr><td class='text'><b>{reading}</b><br><span class='note'>"
+                    f"{html.escape(r['reading'])}, {html.escape(where)}</span></td>"
+                    f"<td class='text'>{html.escape(ours)}</td>"
+                    f"<td class='text'>{html.escape(PAPER[reading].text)}</td>"
+                    f"<td>{fmt(r['tau_b'])}</td><td>[{fmt(low)}, {fmt(high)}]</td></tr>")
+    return ("<h2>Rankings: ours beside the paper's</h2><table><tr><th>reading</th><th>ours "
+            "(best first, score)</th><th>paper</th><th>Kendall tau-b</th><th>95% interval "
+            "(seeds resampled)</th></tr>" + "".join(rows) + "</table>")
+
+
+def _architectures_html(table: pd.DataFrame) -> str:
+    first = table.drop_duplicates("layout").set_index("layout")
+    rows = "".join(f"<tr><td class='text'>{html.escape(layout)}</td><td>{si(row.params)}</td>"
+                   f"<td>{si(row.flops)}</td></tr>" for layout, row in first.iterrows())
+    return ("<details><summary>The five layouts (parameters matched to C-C-T-T by S3's depth)"
+            "</summary><table><tr><th>layout</th><th>params</th><th>FLOPs</th></tr>"
+            f"{rows}</table></details>")
+
+
+def _cheap_html(ranks: Mapping[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td class='text'>{html.escape(name)}</td><td class='text'>{html.escape(c['stands_for'])}"
+        f"</td><td>{fmt(c['tau_b_vs_validated'])}</td><td>{fmt(c['tau_b_vs_paper'])}</td></tr>"
+        for name, c in ranks["cheap_readings"].items())
+    return ("<h2>Cheap readings a search trial can take alone</h2><table><tr><th>reading</th>"
+            "<th>stands for</th><th>tau-b vs the validated reading</th><th>tau-b vs the paper</th>"
+            f"</tr>{rows}</table>")
+
+
+def _figure2(table: pd.DataFrame, curves: pd.DataFrame, sizes: Sequence[str]) -> go.Figure:
+    fig = make_subplots(rows=1, cols=len(sizes), subplot_titles=list(sizes), shared_yaxes=True)
+    in_legend: set[str] = set()
+    for col, size in enumerate(sizes, start=1):
+        for (layout, seed), run in curves[curves["size"] == size].groupby(["layout", "seed"]):
+            fig.add_trace(go.Scatter(
+                x=run["train_loss"], y=run["val_acc"], mode="lines+markers",
+                line={"color": COLOURS.get(layout), "width": 1.5}, marker={"size": 4},
+                name=layout, legendgroup=layout, showlegend=layout not in in_legend,
+                meta={"role": "curve", "size": size, "layout": layout, "seed": int(seed)},
+                hovertemplate=f"{layout} seed {seed}<br>train loss %{{x:.3f}}<br>val acc %{{y:.3f}}"),
+                row=1, col=col)
+            in_legend.add(layout)
+        level = table.loc[table["size"] == size, "matched_level"].max()
+        if isinstance(level, float) and math.isfinite(level):
+            fig.add_vline(x=level, line_dash="dash", line_color="#888", row=1, col=col)
+        fig.update_xaxes(title_text="training loss", autorange="reversed", row=1, col=col)
+    fig.update_yaxes(title_text="validation accuracy", row=1, col=1)
+    fig.update_layout(height=460, legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def _capacity(table: pd.DataFrame, sizes: Sequence[str]) -> go.Figure:
+    fig = go.Figure()
+    done = table[table["status"] == "completed"]
+    for layout, frame in done.groupby("layout"):
+        stats = frame.groupby("size").agg(x=("per_class", "mean"), y=("capacity", "mean"),
+                                          sd=("capacity", "std")).reindex(sizes).dropna(subset=["y"])
+        fig.add_trace(go.Scatter(
+            x=stats["x"], y=stats["y"], error_y={"type": "data", "array": stats["sd"].fillna(0)},
+            mode="lines+markers", name=layout, line={"color": COLOURS.get(layout)},
+            meta={"role": "capacity", "layout": layout}, text=list(stats.index),
+            hovertemplate=f"{layout}<br>%{{text}}<br>capacity %{{y:.3f}}"))
+    fig.update_xaxes(title_text="training images per class", type="log")
+    fig.update_yaxes(title_text="capacity = exp(-final training loss)")
+    return fig
+
+
+def _agreement(ranks: Mapping[str, Any], sizes: Sequence[str]) -> go.Figure:
+    fig = go.Figure()
+    for reading in ("generalization", "capacity"):
+        per_size = ranks[reading]["per_size"]
+        fig.add_trace(go.Bar(x=list(sizes), y=[per_size.get(s, np.nan) for s in sizes],
+                             name=reading, meta={"role": "agreement", "reading": reading}))
+    fig.update_yaxes(title_text="Kendall tau-b against the paper", range=[-1, 1])
+    fig.update_layout(barmode="group")
+    return fig
+
+
+def _along_training(points: Sequence[Mapping[str, float]]) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=[p["step"] for p in points], y=[p["tau_b"] for p in points],
+                               mode="lines+markers", meta={"role": "along_training"}))
+    fig.update_xaxes(title_text="optimiser step")
+    fig.update_yaxes(title_text="capacity tau-b against the paper", range=[-1, 1])
+    return fig

@@ -1,0 +1,251 @@
+"""The layout study: the scaled layouts, the deformed large-data set, Kendall's tau-b, readings on
+hand-made cells, config errors, and the study end to end with real trials, killed and resumed."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import torch
+import yaml
+from scipy.stats import kendalltau
+
+from evaluators.cost import count_cost
+from evaluators.data import load_data
+from evaluators.deformed_data import deformed_data
+from nas.layout_study.config import StudyConfig, StudyConfigError
+from results.layout_study.rankings import PAPER, kendall_tau_b, rankings, tau_against_paper
+from results.layout_study.readings import cell_table, curves_table
+from search_spaces.presets import LAYOUT_STUDY, get_preset, layout_study
+
+TINY = {
+    "name": "tiny", "data": "digits", "resolution": 16,
+    "architectures": {"width_scale": 0.0625, "head_size": 4, "s1_stride": 1},
+    "sizes": [{"per_class": 5, "steps": 12}, {"deformed_per_class": 30, "steps": 12}],
+    "seeds": [0, 1], "evaluations": 3, "heldout_per_class": 10,
+    "train": {"train_eval_images": 100}, "cheap": {"matched_loss": 1.0, "steps": 8},
+    "bootstrap": 200, "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 2, "num_cpus": 2},
+}
+
+
+# ---- the five layouts ------------------------------------------------------------------------------
+
+def test_layout_study_at_the_papers_scale_is_the_presets():
+    for name, arch in layout_study().items():
+        assert arch == get_preset(name), name
+
+
+def test_scaled_layouts_are_matched_in_parameters_by_s3_depth_only():
+    archs = layout_study(32, 1, 10, width_scale=0.125, head_size=8, s1_stride=1)
+    assert list(archs) == list(LAYOUT_STUDY)
+    reference = count_cost(archs["C-C-T-T"]).params
+    for name, arch in archs.items():
+        assert abs(count_cost(arch).params - reference) <= 0.05 * reference, name
+    hybrids = [a for n, a in archs.items() if n != "ViT_REL"]
+    for arch in hybrids:  # CoAtNet-0's S1, S2, S4 depths and the scaled widths
+        assert [arch.stages[i].depth for i in (0, 1, 3)] == [2, 3, 2]
+        assert [s.width for s in arch.stages] == [12, 24, 48, 96]
+        assert arch.stage_resolutions() == [16, 8, 4, 2]
+    vit = archs["ViT_REL"]
+    assert vit.stem.patch_size == 8 and vit.stage_resolutions() == [4]  # S3's grid
+
+
+# ---- the deformed large set --------------------------------------------------------------------------
+
+def test_deformed_set_is_seeded_labelled_and_new():
+    data = load_data("digits", 16)
+    big = deformed_data(data, 40, seed=3)
+    assert len(big.train_y) == 400 and torch.equal(torch.bincount(big.train_y), torch.full((10,), 40))
+    assert torch.equal(big.val_x, data.val_x)  # validation untouched
+    again = deformed_data(data, 40, seed=3)
+    assert torch.equal(again.train_x, big.train_x)
+    assert not torch.equal(deformed_data(data, 40, seed=4).train_x, big.train_x)
+    # no deformed image is a copy of a training image
+    distances = torch.cdist(big.train_x.flatten(1), data.train_x.flatten(1)).min(dim=1).values
+    assert (distances > 1e-3).all()
+
+
+# ---- rankings -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("x, y", [
+    ([1, 2, 3, 4, 5], [1, 2, 3, 4, 5]),
+    ([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]),
+    ([1, 1, 2, 3, 4], [1, 2, 2, 4, 3]),       # ties in both
+    ([0.9, 0.8, 0.85, 0.3, 0.1], [5, 5, 3, 2, 1]),
+])
+def test_kendall_tau_b_matches_the_definition(x, y):
+    assert kendall_tau_b(x, y) == pytest.approx(kendalltau(x, y).statistic)
+
+
+def test_tau_b_by_hand_with_the_papers_tie():
+    # paper: C-C-C-C ~ C-C-C-T > C-C-T-T > C-T-T-T > ViT_REL. Our perfect order has 9 concordant
+    # pairs, the paper's tie is 1 of 10 pairs: tau-b = 9 / sqrt(10 * 9)
+    perfect = {"C-C-C-C": 0.95, "C-C-C-T": 0.94, "C-C-T-T": 0.9, "C-T-T-T": 0.8, "ViT_REL": 0.5}
+    assert tau_against_paper(perfect, "generalization") == pytest.approx(9 / math.sqrt(90))
+    swapped = dict(perfect, **{"C-C-T-T": 0.7, "C-T-T-T": 0.9})  # one discordant pair
+    assert tau_against_paper(swapped, "generalization") == pytest.approx(7 / math.sqrt(90))
+    assert tau_against_paper({k: -v for k, v in perfect.items()}, "generalization") == \
+        pytest.approx(-9 / math.sqrt(90))
+    assert math.isnan(kendall_tau_b([1, 1, 1], [1, 2, 3]))
+
+
+def hand_made_cells() -> list[dict]:
+    """Two sizes x two seeds x the five layouts; every curve made so the readings are known."""
+    cells = []
+    quality = {"C-C-C-C": 0.9, "C-C-C-T": 0.85, "C-C-T-T": 0.8, "C-T-T-T": 0.7, "ViT_REL": 0.4}
+    fit = {"C-C-T-T": 0.1, "C-T-T-T": 0.12, "ViT_REL": 0.3, "C-C-C-T": 0.5, "C-C-C-C": 0.6}
+    for size, deformed in (("5/class", False), ("deformed 100/class", True)):
+        for layout in LAYOUT_STUDY:
+            for seed in (0, 1):
+                lowest = fit[layout] if deformed else 0.01 * (1 + seed)
+                losses = [2.0, 1.0, lowest]
+                accs = [0.1, quality[layout] - 0.1, quality[layout] + 0.01 * seed]
+                cells.append({
+                    "cell_id": f"{layout}_{size}_{seed}", "layout": layout, "size": size,
+                    "seed": seed, "deformed": deformed, "train_images": 1000 if deformed else 50,
+                    "params": 1, "flops": 1, "steps": 30, "status": "completed",
+                    "curve": [{"step": 10.0 * (i + 1), "train_loss": loss, "train_acc": 0.0,
+                               "val_loss": loss + 0.5, "val_acc": acc}
+                              for i, (loss, acc) in enumerate(zip(losses, accs))],
+                    "heldout": {"loss": lowest + 0.01, "acc": 0.5} if deformed else None,
+                    "wall_time_s": 1.0})
+    return cells
+
+
+def test_readings_and_rankings_of_hand_made_cells():
+    cells = hand_made_cells()
+    sizes = ["5/class", "deformed 100/class"]
+    table = cell_table(cells, sizes, num_classes=10, fixed_level=0.5, short_steps=20)
+    small = table[table["size"] == "5/class"]
+    assert small["matched_level"].unique().tolist() == [0.02]  # the largest lowest loss
+    # C-C-C-C seed 0 reaches 0.02 between 1.0 (acc 0.8) and 0.01 (acc 0.9)
+    row = small[(small["layout"] == "C-C-C-C") & (small["seed"] == 0)].iloc[0]
+    assert row["val_acc_at_matched_loss"] == pytest.approx(0.8 + (1.0 - 0.02) / 0.99 * 0.1)
+    assert row["gap_at_matched_loss"] == pytest.approx(0.5)
+    deformed = table[table["size"] == "deformed 100/class"]
+    assert deformed.set_index("cell_id").loc["C-C-T-T_deformed 100/class_0", "capacity"] == \
+        pytest.approx(math.exp(-0.1))
+    ranks = rankings(table, curves_table(cells), sizes, resamples=100)
+    assert ranks["generalization"]["order"] == list(LAYOUT_STUDY)  # C-C-C-C first ... ViT_REL last
+    assert ranks["generalization"]["sizes"] == ["5/class"]  # generalization: the real sizes only
+    assert ranks["generalization"]["tau_b"] == pytest.approx(9 / math.sqrt(90))
+    assert ranks["capacity"]["size"] == "deformed 100/class"
+    # capacity built to the paper's order, ties aside: C-C-T-T > C-T-T-T > ViT_REL > C-C-C-T > C-C-C-C
+    assert ranks["capacity"]["tau_b"] == pytest.approx(9 / math.sqrt(90))
+    low, high = ranks["capacity"]["interval_95"]
+    assert low <= ranks["capacity"]["tau_b"] <= high
+    assert [p["step"] for p in ranks["capacity"]["along_training"]] == [10, 20, 30]
+    assert ranks["capacity"]["along_training"][-1]["tau_b"] == pytest.approx(ranks["capacity"]["tau_b"])
+    cheap = ranks["cheap_readings"]
+    assert cheap["fit_short"]["stands_for"] == "capacity"
+    assert set(PAPER) == {"generalization", "capacity"}
+
+
+# ---- config -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, field", [
+    ({"sizes": [{"per_class": 5, "steps": 2}]}, "sizes[0].steps"),
+    ({"sizes": [{"per_class": 5, "deformed_per_class": 9, "steps": 20}]}, "sizes[0]"),
+    ({"sizes": [{"steps": 20}]}, "sizes[0]"),
+    ({"seeds": [1, 1]}, "seeds"),
+    ({"architectures": {"layouts": ["C-C-X-T"]}}, "architectures.layouts"),
+    ({"train": {"lr": -1}}, "train.lr"),
+    ({"colour": "blue"}, "colour"),
+])
+def test_malformed_study_config_names_the_field(change, field):
+    with pytest.raises(StudyConfigError) as err:
+        StudyConfig.from_dict({**TINY, **change})
+    assert f"study.{field}" in str(err.value)
+
+
+def test_study_config_round_trips():
+    config = StudyConfig.from_dict(TINY)
+    assert StudyConfig.from_dict(config.to_dict()) == config
+    assert StudyConfig.from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict()))) == config
+
+
+# ---- end to end ------------------------------------------------------------------------------------
+
+def study_cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nas.cli", "study", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    started = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for child in started:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.communicate(timeout=60)
+
+
+def completed_cells(out: Path) -> dict[str, dict]:
+    cells = {}
+    for path in (out / "cells").glob("[!.]*.json"):
+        record = json.loads(path.read_text())
+        if record["status"] == "completed":
+            cells[record["cell_id"]] = record
+    return cells
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end_killed_and_resumed(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "study"
+    proc = study_cli(str(config), "--out", str(out))
+    deadline = time.time() + 240
+    while len(completed_cells(out)) < 6 if out.exists() else True:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.2)
+    kill_group(proc)
+    before = completed_cells(out)
+    assert 6 <= len(before) < 20 and not (out / "rankings.json").exists()
+
+    proc = study_cli("--resume", str(out))
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert f"20 cells (5 layouts x 2 sizes x 2 seeds), {20 - len(before)} to train" in output
+    after = completed_cells(out)
+    assert len(after) == 20
+    for cell_id, record in before.items():  # finished cells were not trained again
+        assert after[cell_id]["started"] == record["started"]
+        assert after[cell_id]["curve"] == record["curve"]
+
+    table = pd.read_csv(out / "study.csv")
+    assert len(table) == 20
+    assert {"layout", "seed", "per_class", "size", "params", "flops", "val_acc_at_matched_loss",
+            "gap_at_matched_loss", "capacity"} <= set(table.columns)
+    assert table.groupby(["layout", "size"])["seed"].nunique().eq(2).all()
+    assert table["val_acc_at_matched_loss"].notna().all()  # every run reaches the common level
+    deformed = table[table["size"] == "deformed 30/class"]
+    assert deformed["heldout_loss"].notna().all() and (deformed["train_images"] == 300).all()
+    curves = pd.read_csv(out / "curves.csv")
+    assert curves.groupby("cell_id").size().eq(3).all()  # three evaluations per run
+    ranks = json.loads((out / "rankings.json").read_text())
+    for reading in ("generalization", "capacity"):
+        tau, (low, high) = ranks[reading]["tau_b"], ranks[reading]["interval_95"]
+        assert -1 <= low <= high <= 1 and -1 <= tau <= 1
+        assert set(ranks[reading]["order"]) == set(LAYOUT_STUDY)
+    report = (out / "report.html").read_text()
+    blocks = [json.loads(block) for block in
+              re.findall(r"class='figure-data'[^>]*>(.*?)</script>", report, re.S)]
+    figure2 = blocks[0]
+    curves_drawn = [t for t in figure2["data"] if t.get("meta", {}).get("role") == "curve"]
+    assert len(curves_drawn) == 20  # one line per cell
+    assert "C-C-C-C ~ C-C-C-T &gt;= C-C-T-T" in report  # the paper's ranking beside ours
