@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -126,7 +127,7 @@ def one_line(exc: BaseException) -> str:
     return re.sub(r"\s*\(Request ID: [^)]*\)", "", text) or type(exc).__name__
 
 
-class Storage:
+class Storage(ABC):
     """The files of one run: names are relative, '/'-separated paths ('trials/t1.json')."""
 
     uri: str  # where it is, as printed and recorded (no credentials)
@@ -140,9 +141,11 @@ class Storage:
         """Where `name` is: a Path for local storage, a URI otherwise."""
         return join(self.uri, name) if name else self.uri
 
+    @abstractmethod
     def read_bytes(self, name: str) -> bytes:
         raise NotImplementedError
 
+    @abstractmethod
     def write_bytes(self, name: str, data: bytes) -> None:
         """Replace `name` whole, atomically (a reader sees the old or the new content)."""
         raise NotImplementedError
@@ -164,21 +167,26 @@ class Storage:
     def write_text(self, name: str, text: str) -> None:
         self.write_bytes(name, text.encode("utf-8"))
 
+    @abstractmethod
     def exists(self, name: str) -> bool:
         raise NotImplementedError
 
+    @abstractmethod
     def list_files(self, folder: str) -> list[str]:
         """Names of the files directly in `folder` (none if it does not exist), sorted."""
         raise NotImplementedError
 
+    @abstractmethod
     def is_empty(self) -> bool:
         """Does nothing exist at this location yet?"""
         raise NotImplementedError
 
+    @abstractmethod
     def delete(self, name: str) -> None:
         """Remove a file (nothing happens if it is absent)."""
         raise NotImplementedError
 
+    @abstractmethod
     def delete_folder(self, folder: str) -> None:
         raise NotImplementedError
 
@@ -197,10 +205,12 @@ class Storage:
         with filesystem.open_input_stream(path) as f:
             self.write_bytes(name, f.read())
 
+    @abstractmethod
     def probe(self) -> None:
         """Write, read back and delete a small marker; StorageError saying why if that fails."""
         raise NotImplementedError
 
+    @abstractmethod
     def ray_storage(self, name: str) -> tuple[str, Any]:
         """(storage_path, storage_filesystem) for Ray Tune's RunConfig to keep `name` here."""
         raise NotImplementedError

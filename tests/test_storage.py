@@ -214,6 +214,8 @@ def test_show_report_export_and_build_read_a_run_from_the_bucket(s3, tmp_path, m
             continue
         config_uri = join(uri, "exported/top8-val_acc", path.name)
         assert main(["build", config_uri, "--save", str(tmp_path / "built.pt")]) == 0
+        weights_uri = join(uri, "weights", Path(relative).name)
+        assert f"weights: {weights_uri}" in capsys.readouterr().out
         state = torch.load(tmp_path / "built.pt", weights_only=True)
         trained = torch.load(path.parent / relative, weights_only=True)
         assert state.keys() == trained.keys()
