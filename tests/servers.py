@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -224,6 +225,7 @@ class RayCluster:
         self._record_started()
         for node in reversed(self.nodes):
             stop(node, self.started)
+        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 def start_dashboard(storage: str, log: Path) -> tuple[subprocess.Popen, str]:
