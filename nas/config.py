@@ -16,6 +16,7 @@ import yaml
 
 from evaluators.trial import TrialConfig
 from results.objectives import METRIC_DIRECTIONS, Objective
+from results.storage import check_no_credentials
 from search_spaces.fields import FieldError, check_keys, from_mapping, typed
 from search_spaces.space import SearchSpace
 
@@ -99,6 +100,17 @@ def validate_resources(r: ResourcesConfig, error: type[FieldError]) -> None:
 
 
 @dataclass(frozen=True)
+class OptunaConfig:
+    """Where the Optuna study is kept. `storage`: null (the default) for a journal file in the
+    run directory (RUN/study.journal); or an RDB URL every node and optuna-dashboard can reach,
+    e.g. `sqlite:////shared/studies.db` or `postgresql://user@host/db` (the study is named after
+    the run directory). A URL must not hold a password: give it through the database's own
+    environment or files (PGPASSWORD or ~/.pgpass, ~/.my.cnf), never in the run's config."""
+
+    storage: str | None = None
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """One search. `space`: a built-in space name, a YAML path, or an inline mapping; it is made
     to match the data set (classes, channels) and the trial's resolution."""
@@ -112,7 +124,8 @@ class SearchConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    out_dir: str = "runs"
+    optuna: OptunaConfig = field(default_factory=OptunaConfig)
+    out_dir: str = "runs"  # the folder or URI (s3://bucket/prefix, gs://...) new runs go under
     keep_weights: bool = True
 
     def __post_init__(self) -> None:
@@ -143,6 +156,7 @@ class SearchConfig:
             "budget": dataclasses.asdict(self.budget),
             "scheduler": dataclasses.asdict(self.scheduler),
             "resources": dataclasses.asdict(self.resources),
+            "optuna": dataclasses.asdict(self.optuna),
             "out_dir": self.out_dir,
             "keep_weights": self.keep_weights,
         }
@@ -163,7 +177,8 @@ class SearchConfig:
         if "objectives" in values:
             values["objectives"] = _objectives(values["objectives"])
         for name, kind in (("sampler", SamplerConfig), ("budget", BudgetConfig),
-                           ("scheduler", SchedulerConfig), ("resources", ResourcesConfig)):
+                           ("scheduler", SchedulerConfig), ("resources", ResourcesConfig),
+                           ("optuna", OptunaConfig)):
             if name in values:
                 values[name] = _section(kind, values[name], name)
         for name, want in (("name", "str"), ("num_trials", "int"), ("out_dir", "str"),
@@ -277,6 +292,31 @@ def _validate(config: SearchConfig) -> None:
     validate_resources(config.resources, SearchConfigError)
     if not isinstance(config.trial, TrialConfig):
         raise SearchConfigError("trial", "expected a TrialConfig")
+    if config.optuna.storage is not None:
+        _check_rdb_url(config.optuna.storage)
+    try:
+        check_no_credentials(config.out_dir)
+    except ValueError as exc:
+        raise SearchConfigError("out_dir", str(exc)) from None
+
+
+def _check_rdb_url(url: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise SearchConfigError("optuna.storage", "not a database URL; expected e.g. "
+                                "sqlite:///studies.db or postgresql://user@host/db (null: a "
+                                "journal file in the run directory)") from None
+    if parsed.password is not None:
+        raise SearchConfigError("optuna.storage", "the URL holds a password, which would be "
+                                "written into the run: give it through the database's environment "
+                                "or files instead (PGPASSWORD or ~/.pgpass, ~/.my.cnf)")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql", "oracle", "mssql"):
+        raise SearchConfigError("optuna.storage", f"unknown database {parsed.drivername!r} "
+                                "(sqlite, postgresql, mysql, ...)")
 
 
 def _plain(value: Any) -> Any:

@@ -78,7 +78,7 @@ class ProgressCallback(tune.Callback):
         from nas.tracking import record_id_of
         try:
             recs = self.store.read_records()
-        except RunDirError:
+        except (RunDirError, OSError):  # a corrupt run, or a store out of reach: no line this time
             return
         record_id = record_id_of(trial)
         line = progress_line(recs, self.num_trials, time.time() - self._t0)
@@ -99,10 +99,11 @@ class ProgressCallback(tune.Callback):
         self._print(trial, "failed")
 
 
-def summarize(run_dir: str, objectives: Sequence[dict[str, str]], num_trials: int,
+def summarize(run_dir: str | RunDirectory, objectives: Sequence[dict[str, str]], num_trials: int,
               wall_time_s: float, ray_startup_s: float | None, interrupted: bool) -> dict[str, Any]:
     """Counts, rejection reasons, best trials and the Pareto front, from the records."""
-    recs = RunDirectory(run_dir).read_records()
+    store = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
+    recs = store.read_records()
     c = counts(recs)
     reasons: Counter[str] = Counter()
     for r in recs:
@@ -117,7 +118,7 @@ def summarize(run_dir: str, objectives: Sequence[dict[str, str]], num_trials: in
                                   "arch_id": top["arch_id"], "value": top["metrics"][o["name"]]}
     trained = sum(c[s] for s in FINISHED)
     return {
-        "run_dir": str(run_dir),
+        "run_dir": str(store.root),
         "interrupted": interrupted,
         "num_trials": num_trials,
         "trained": trained,

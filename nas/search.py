@@ -4,17 +4,21 @@
     from nas.config import load_config
     summary = search(load_config("my_search.yaml"))        # runs/<timestamp>-<name>/
     summary = search(run_dir="runs/...", resume=True)       # continue an interrupted one
+    summary = search(config, run_dir="s3://bucket/runs/x?endpoint_override=host:9000&scheme=http")
 
-Steps: resolve the space against the data set, refuse a budget no architecture can meet (before
-Ray starts), open the run directory and its Optuna study, start or join Ray, run Tune
-(BudgetedOptunaSearch + ASHA, records written by the driver callback), and write summary.json
-when every trial has ended. An interrupted search (Ctrl-C, SIGTERM, a killed driver) leaves its
-directory resumable with `resume=True`, wherever the directory is moved (`nas.resume`).
+Steps: check that the run storage (a folder or a URI) can be written, resolve the space against
+the data set, refuse a budget no architecture can meet (all before Ray starts), open the run
+directory and its Optuna study, start or join Ray, run Tune (BudgetedOptunaSearch + ASHA, records
+and TensorBoard scalars written by driver callbacks, weights uploaded by Tune's checkpoints), and
+write summary.json when every trial has ended. An interrupted search (Ctrl-C, SIGTERM, a killed
+driver, a store that went away) leaves its run resumable with `resume=True`, wherever the
+directory is moved (`nas.resume`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,6 +32,7 @@ from nas.resume import ResumePlan, plan_resume
 from nas.signals import SearchStopped, StopSignals
 from results.objectives import METRIC_DIRECTIONS
 from results.run_directory import CONFIG_FILE, FINISHED, RAY_DIR, RunDirError, RunDirectory
+from results.storage import StorageError, is_uri, join, open_storage
 from search_spaces.space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -38,7 +43,7 @@ class RunSummary:
     if one stopped it), and summary.json's content (counts per status, rejections by reason,
     best trials, Pareto front, timing)."""
 
-    run_dir: Path
+    run_dir: Path | str  # a URI for a run kept in an object store
     interrupted: bool
     data: dict[str, Any]
     signal: int | None = None
@@ -51,15 +56,35 @@ class RunSummary:
         return format_summary(self.data)
 
 
-def new_run_dir(config: SearchConfig) -> Path:
-    """runs/<UTC timestamp>-<name>, unique."""
+def new_run_dir(config: SearchConfig) -> Path | str:
+    """<out_dir>/<UTC timestamp>-<name>, unique; a URI when out_dir is one."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base = Path(config.out_dir) / f"{stamp}-{config.name}"
-    path, n = base, 1
-    while path.exists():
+    name, n = f"{stamp}-{config.name}", 1
+    location = join(config.out_dir, name)
+    while (not RunDirectory(location).is_empty() if is_uri(location)
+           else Path(location).exists()):
         n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+        location = join(config.out_dir, f"{name}-{n}")
+    return location
+
+
+def open_run_to_resume(location: str | Path | RunDirectory) -> tuple[RunDirectory, SearchConfig]:
+    """An interrupted run and its stored config, before Ray starts: the storage is probed, what
+    an earlier session left in this machine's spool is uploaded, and the directory is checked."""
+    store = location if isinstance(location, RunDirectory) else \
+        RunDirectory(location if is_uri(location) else Path(location).resolve(), writer=True)
+    store.probe()
+    uploaded = store.storage.drain()
+    if uploaded:
+        print(f"resume: uploaded {uploaded} file(s) an earlier session left in the local spool",
+              flush=True)
+    store.check()  # RunDirError (a ValueError) names what is wrong
+    try:
+        config = SearchConfig.from_dict(store.read_config())
+    except ValueError as exc:
+        raise RunDirError(store.location(CONFIG_FILE),
+                          f"not a usable search config: {exc}") from None
+    return store, config
 
 
 def resolve_space(config: SearchConfig) -> SearchSpace:
@@ -93,29 +118,27 @@ def make_budget(config: SearchConfig, space: SearchSpace):
     return budget
 
 
-def search(config: SearchConfig | None = None, run_dir: str | Path | None = None,
+def search(config: SearchConfig | None = None, run_dir: str | Path | RunDirectory | None = None,
            resume: bool = False, address: str | None = None,
            trainable: Callable[[dict[str, Any]], None] | None = None) -> RunSummary:
     """Run (or with `resume=True` continue) a search; returns its summary.
 
+    run_dir: a folder or a URI (s3://, gs://, file://); default <out_dir>/<UTC time>-<name>.
     resume: `run_dir` must be an interrupted run; it continues where it lies (copied or moved
     runs too) from its records and Optuna study, with its stored config, except `resources` and
     `num_trials` when a `config` is given (other GPUs per trial, more trials). address: join this
-    Ray cluster (shared storage needed for RUN_DIR); default: start a local Ray. trainable: the
+    Ray cluster (`auto` or host:port; the run must be on storage every node reaches: a URI or a
+    shared file system); default: start a local Ray. trainable: the
     function each trial runs (default `nas.trainable.train_architecture`); wrap that one to add
     logging, profiling or faults around every trial. SIGTERM stops a search as Ctrl-C does
     (`nas.signals`); the summary says which signal stopped it.
     """
     started = time.time()
     if resume:
-        run_dir, config = _resumable(run_dir, config)
+        store, config = _resumable(run_dir, config)
     else:
         config = config or default_config()
-        run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
-        if run_dir.exists() and any(not p.name.startswith(".") for p in run_dir.iterdir()):
-            raise RunDirError(run_dir, f"run directory exists and is not empty "
-                                       f"(continue it with --resume {run_dir})")
-    store = RunDirectory(Path(run_dir).resolve())
+        store = _new_run(config, run_dir)
     space = resolve_space(config)
     budget = make_budget(config, space)  # fails before Ray starts
     from evaluators.trial import prepare_trial_data
@@ -133,7 +156,7 @@ def search(config: SearchConfig | None = None, run_dir: str | Path | None = None
     trained = sum(1 for r in store.read_records() if r["status"] in FINISHED)
     interrupted = trained < config.num_trials and store.gave_up() is None
     objectives = [o.to_dict() for o in config.objectives]
-    data = summarize(str(store.root), objectives, config.num_trials, time.time() - started,
+    data = summarize(store, objectives, config.num_trials, time.time() - started,
                      ray_startup_s, interrupted)
     if not interrupted:
         store.write_summary(data)
@@ -151,18 +174,21 @@ def _run_session(store: RunDirectory, config: SearchConfig, space: SearchSpace, 
     until the requested trials are trained or a stop signal arrives. Returns Ray's start-up time
     (None when nothing was left to train)."""
     from nas.searcher import BudgetedOptunaSearch, make_sampler
-    from nas.study import create_study, load_study, study_path
+    from nas.study import StudyHome
 
     s = config.sampler
-    study, plan = None, ResumePlan(finished=0, rerun=())
-    if resume and not study_path(store.root).is_file() and not store.scan_records()[0]:
-        resume = False  # stopped before its study was made: nothing ran, so start it afresh
+    study, home, plan = None, None, ResumePlan(finished=0, rerun=())
     if resume:
-        study = load_study(store.root, config.name, make_sampler(s.name, s.seed, s.startup_trials))
+        home = StudyHome(store, config.name, config.optuna.storage)
+        if not home.exists() and not store.scan_records()[0]:
+            resume = False  # stopped before its study was made: nothing ran, so start it afresh
+    if resume:
+        study = home.load(make_sampler(s.name, s.seed, s.startup_trials))
         # A new seed per session: a resumed sampler must not replay the first session's draws.
         study.sampler = make_sampler(s.name, s.seed + len(study.trials), s.startup_trials)
         store.write_config(config.to_dict())  # what this session runs (--trials may raise it)
         plan = plan_resume(store, study, [o.name for o in config.objectives], config.epochs)
+        home.sync()
         for note in plan.notes:
             print(f"resume: {note}", flush=True)
         if plan.finished >= config.num_trials:
@@ -180,16 +206,16 @@ def _run_session(store: RunDirectory, config: SearchConfig, space: SearchSpace, 
         check_resources(config.resources)  # before a new run directory is made
         if study is None:  # the config first: from then on the run is resumable
             store.write_config(config.to_dict())
-            study = create_study(store.root, config.name, config.objectives,
-                                 make_sampler(s.name, s.seed, s.startup_trials))
+            home = StudyHome(store, config.name, config.optuna.storage, fresh=True)
+            study = home.create(config.objectives, make_sampler(s.name, s.seed, s.startup_trials))
             store.create()
         store.clear_summary()
         store.clear_gave_up()
         remaining = config.num_trials - plan.finished
         searcher = BudgetedOptunaSearch(
             space=space, objectives=[(o.name, o.direction) for o in config.objectives],
-            study=study, run_dir=str(store.root), budget=budget,
-            max_attempts=config.budget.max_attempts, epochs=config.epochs, rerun=plan.rerun)
+            study=study, run_dir=store, budget=budget, max_attempts=config.budget.max_attempts,
+            epochs=config.epochs, rerun=plan.rerun, sync_study=home.sync)
         tuner = _new_tuner(store, config, searcher, remaining, _trainable(config, trainable))
         print(f"search: {remaining} of {config.num_trials} trials of {config.epochs} epochs to "
               f"train, {config.resources.max_concurrent_trials} at a time -> {store.root}",
@@ -197,26 +223,61 @@ def _run_session(store: RunDirectory, config: SearchConfig, space: SearchSpace, 
         stop.tuning = True
         try:
             tuner.fit()
+        except Exception as exc:  # noqa: BLE001 - a store that went away ends the search clearly
+            error = _storage_error(exc)
+            if error is None:
+                raise
+            for name in ("ray", "ray.tune", "ray.train"):  # its syncs keep failing: our line says it
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+            store.storage.raise_if_failed()  # names the spool and how to resume
+            raise StorageError(f"{error}; the search stopped: resume it with `hybrid-nas search "
+                               f"--resume {store.root}` once the store is reachable") from None
         finally:
             stop.tuning = False
+            home.sync()
     finally:
         if started_ray:
             ray.shutdown()
+    store.storage.raise_if_failed()
     return ray_startup_s
 
 
-def _resumable(run_dir: str | Path | None, config: SearchConfig | None) -> tuple[Path, SearchConfig]:
+def _new_run(config: SearchConfig, run_dir: str | Path | RunDirectory | None) -> RunDirectory:
+    """The run directory a new search makes, after checking (before Ray starts) that its storage
+    can be written and that nothing is there yet."""
+    if isinstance(run_dir, RunDirectory):
+        store = run_dir
+    else:
+        open_storage(run_dir if run_dir is not None else config.out_dir).probe()
+        location = run_dir if run_dir is not None else new_run_dir(config)
+        store = RunDirectory(location if is_uri(location) else Path(location).resolve(),
+                             writer=True)
+    if not store.is_empty():
+        raise RunDirError(store.root, f"run directory exists and is not empty "
+                                      f"(continue it with --resume {store.root})")
+    store.storage.discard_spool()  # what a removed earlier run at this URI left on this machine
+    return store
+
+
+def _resumable(run_dir: str | Path | RunDirectory | None,
+               config: SearchConfig | None) -> tuple[RunDirectory, SearchConfig]:
     if run_dir is None:
         raise ValueError("resume: give the run directory to continue")
-    store = RunDirectory(run_dir)
-    store.check()  # RunDirError (a ValueError) names what is wrong
-    try:
-        stored = SearchConfig.from_dict(store.read_config())
-    except ValueError as exc:
-        raise RunDirError(store.root / CONFIG_FILE, f"not a usable search config: {exc}") from None
+    store, stored = open_run_to_resume(run_dir)
     if config is not None:
         stored = stored.replace(resources=config.resources, num_trials=config.num_trials)
-    return store.root, stored
+    return store, stored
+
+
+def _storage_error(exc: BaseException) -> StorageError | None:
+    """The StorageError behind an error Ray Tune raised, if a store failure caused it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, StorageError):
+            return exc
+        seen.add(id(exc))
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
 
 
 def _trainable(config: SearchConfig, trainable: Callable[[dict[str, Any]], None] | None):
@@ -244,8 +305,10 @@ def _new_tuner(store: RunDirectory, config: SearchConfig, searcher, num_samples:
     """A fresh Tune experiment for this session, under RUN/ray/session-<time>. Tune's own state is
     never restored: a resumed search is a new session over the same records and study."""
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from nas.tensorboard import TensorBoardCallback
     from nas.tracking import RecordsCallback
 
     sch = config.scheduler
@@ -258,6 +321,10 @@ def _new_tuner(store: RunDirectory, config: SearchConfig, searcher, num_samples:
     else:
         scheduler = FIFOScheduler()
     session = datetime.now(timezone.utc).strftime("session-%Y%m%d-%H%M%S-%f")
+    storage_path, storage_filesystem = store.storage.ray_storage(RAY_DIR)
+    # Tune's own TensorBoard logger would put a second copy of every metric under RUN/ray/, keyed
+    # by Tune's trial ids: nas.tensorboard writes them once, per record (CSV/JSON logs stay).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     return tune.Tuner(
         trial_fn,
         param_space=_param_space(config),
@@ -266,9 +333,10 @@ def _new_tuner(store: RunDirectory, config: SearchConfig, searcher, num_samples:
             max_concurrent_trials=config.resources.max_concurrent_trials, reuse_actors=True,
             trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=session, storage_path=str(store.root / RAY_DIR),
+            name=session, storage_path=storage_path, storage_filesystem=storage_filesystem,
             callbacks=[RecordsCallback(store, [o.name for o in config.objectives], config.epochs),
-                       ProgressCallback(store, config.num_trials)],
+                       TensorBoardCallback(store), ProgressCallback(store, config.num_trials),
+                       CSVLoggerCallback(), JsonLoggerCallback()],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             verbose=0),
     )

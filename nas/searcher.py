@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -88,20 +88,23 @@ class BudgetedOptunaSearch(Searcher):
     """A Ray Tune searcher over a `SearchSpace` that never suggests an architecture over `budget`.
 
     study: the run's Optuna study (`nas.study`), with one direction per objective;
-    objectives: [(metric, "min"|"max"), ...]; run_dir: where rejected records go;
-    epochs: each trial's budget (for the records); rerun: trials to hand out again first.
+    objectives: [(metric, "min"|"max"), ...]; run_dir: the run (where rejected records go);
+    epochs: each trial's budget (for the records); rerun: trials to hand out again first;
+    sync_study: called after each batch of changes to the study (copies a mirrored journal).
     """
 
     def __init__(self, space: SearchSpace, objectives: Sequence[tuple[str, str]],
-                 study: optuna.Study, run_dir: str, budget: Budget | None = None,
-                 max_attempts: int = 50, epochs: int = 1, rerun: Sequence[Rerun] = ()):
+                 study: optuna.Study, run_dir: str | RunDirectory, budget: Budget | None = None,
+                 max_attempts: int = 50, epochs: int = 1, rerun: Sequence[Rerun] = (),
+                 sync_study: Callable[[], None] | None = None):
         metrics = [name for name, _ in objectives]
         super().__init__(metric=metrics[0] if len(metrics) == 1 else None,
                          mode=objectives[0][1] if len(metrics) == 1 else None)
         self.space = space
         self.metrics = metrics
         self._study = study
-        self.store = RunDirectory(run_dir)
+        self.store = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
+        self.sync_study = sync_study or (lambda: None)
         self.budget = budget
         self.max_attempts = max_attempts
         self.epochs = epochs
@@ -140,6 +143,12 @@ class BudgetedOptunaSearch(Searcher):
         """Nothing to restore: a resumed search builds a new searcher over the stored study."""
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        try:
+            return self._suggest(trial_id)
+        finally:
+            self.sync_study()
+
+    def _suggest(self, trial_id: str) -> dict[str, Any] | None:
         if trial_id in self.live:  # asked again for a trial we already gave out
             return self._config(self.live[trial_id])
         if self.max_concurrent and len(self.live) >= self.max_concurrent:
@@ -158,6 +167,8 @@ class BudgetedOptunaSearch(Searcher):
             ot_trial.set_user_attr(ARCH_ATTR, arch.to_dict())
             ot_trial.set_user_attr(COST_ATTR, cost)
             ot_trial.set_user_attr("layout", arch.layout)
+            ot_trial.set_user_attr("params", cost["params"])
+            ot_trial.set_user_attr("flops", cost["flops"])
             self._set_constraints(ot_trial, cost)
             twin = self.trained.get(arch.arch_id)
             if twin is not None:  # trained (or training) already: the same seed gives the same numbers
@@ -167,6 +178,7 @@ class BudgetedOptunaSearch(Searcher):
                 continue
             if check is None or check.fits:
                 ot_trial.set_user_attr(RECORD_ATTR, trial_id)
+                ot_trial.set_user_attr("trial_id", trial_id)
                 ot_trial.set_user_attr("position", self.accepted)
                 self.accepted += 1
                 self.trained[arch.arch_id] = trial_id
@@ -191,10 +203,13 @@ class BudgetedOptunaSearch(Searcher):
         trial = self.live.pop(trial_id, None)
         if trial is None:
             return
+        if error and not self.store.storage.healthy():
+            return  # it may have failed for want of the store: left running, resume trains it again
         _, state, values = trial_outcome(result, self.metrics, error)
         told = tell(self._study, trial.number, state, values)
         if state == TrialState.COMPLETE:
             self.values[Architecture.from_dict(trial.user_attrs[ARCH_ATTR]).arch_id] = values
+        self.sync_study()
         self.store.update_record(trial.user_attrs[RECORD_ATTR], optuna_state=told.state.name)
 
     # ---- helpers ------------------------------------------------------------------------------

@@ -1,7 +1,15 @@
-"""The search's Optuna study, kept in the run directory (a journal file) so that a search resumes
-from it, a copied or moved run carries it along, and `optuna-dashboard RUN/study.journal` shows it.
+"""The search's Optuna study, kept with the run so that a search resumes from it, a copied or moved
+run carries it along, and optuna-dashboard shows it (`StudyHome` says where):
 
-Only the search driver writes the study. The journal is locked with `flock`, which the operating
+- a local run: the journal file RUN/study.journal (`optuna-dashboard RUN/study.journal`);
+- a run at a URI: an object store cannot append, so the journal is written in this machine's
+  folder for the run (`results.storage.cache_dir`) and copied whole to RUN/study.journal after
+  each change the searcher makes (`sync`); a resumed search fetches it back, keeping the local
+  copy when it extends the stored one (a driver killed before its last copy);
+- config `optuna.storage`, an RDB URL (`sqlite:///...`, `postgresql://...`): a database every
+  node and optuna-dashboard can reach; the study is named after the run directory.
+
+Only the search driver writes the study. A journal is locked with `flock`, which the operating
 system releases when the driver dies (a killed driver leaves no stale lock to wait out), and a
 line half-written by a killed driver is cut off before the study is opened again.
 """
@@ -14,17 +22,20 @@ from pathlib import Path
 from typing import Sequence
 
 import optuna
-from optuna.storages import JournalStorage
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from results.objectives import Objective
-from results.run_directory import STUDY_FILE
+from results.run_directory import STUDY_FILE, RunDirectory
+from results.storage import cache_dir
 
 # User attributes of every Optuna trial the searcher creates (what optuna-dashboard shows).
 ARCH_ATTR = "arch"          # the canonical architecture mapping
 COST_ATTR = "cost"          # {params, flops, resolution}
 RECORD_ATTR = "record_id"   # the trial record's id (trials/<record_id>.json), set when accepted
 REJECTION_ATTR = "rejection"  # why a candidate was not trained (over budget, duplicate)
+# Also flat `layout`, `params`, `flops` (every candidate) and `trial_id` (= record_id), which the
+# dashboard lists as columns, and `position` (order among the trained trials).
 
 
 class _FlockLock:
@@ -47,37 +58,117 @@ class _FlockLock:
             self._fd = None
 
 
+class _NotingJournal(JournalFileBackend):
+    """A journal file that remembers whether lines were added since it was last copied."""
+
+    def __init__(self, path: Path):
+        super().__init__(str(path), lock_obj=_FlockLock(str(path)))
+        self.path = path
+        self.changed = False
+
+    def append_logs(self, logs) -> None:
+        super().append_logs(logs)
+        self.changed = True
+
+
+class StudyHome:
+    """Where one run's study lives (see the module docstring), and how it is opened."""
+
+    def __init__(self, run: RunDirectory, name: str, url: str | None = None, fresh: bool = False):
+        """fresh: a new run, which must not pick up what an earlier run at its URI left in this
+        machine's cache."""
+        self.run = run
+        self.url = url
+        self._journal: _NotingJournal | None = None
+        ahead = False
+        if url is not None:
+            self.name = run.name
+            self.storage: BaseStorage = RDBStorage(url)
+        else:
+            self.name = name
+            if run.is_local:
+                path = Path(run.location(STUDY_FILE))
+            else:
+                path = cache_dir(run.storage.uri) / STUDY_FILE
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if fresh:
+                    path.unlink(missing_ok=True)
+                ahead = _fetch(run, path)
+            _drop_partial_line(path)
+            self._journal = _NotingJournal(path)
+            self._journal.changed = not run.is_local and ahead
+            self.storage = JournalStorage(self._journal)
+
+    @property
+    def mirrored(self) -> bool:
+        return self._journal is not None and not self.run.is_local
+
+    def exists(self) -> bool:
+        """Does the run hold this study yet?"""
+        if self._journal is not None:
+            return self._journal.path.is_file() and self._journal.path.stat().st_size > 0
+        return any(s.study_name == self.name for s in self.storage.get_all_studies())
+
+    def create(self, objectives: Sequence[Objective],
+               sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        directions = ["minimize" if o.direction == "min" else "maximize" for o in objectives]
+        try:
+            study = optuna.create_study(storage=self.storage, study_name=self.name,
+                                        directions=directions, sampler=sampler)
+        except optuna.exceptions.DuplicatedStudyError:
+            raise ValueError(f"search.optuna.storage: the database already holds a study named "
+                             f"{self.name!r} (a run directory of the same name): name this run "
+                             "differently") from None
+        self.sync()
+        return study
+
+    def load(self, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+        """The study of an earlier session; FileNotFoundError if the run has none."""
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        where = self.url or self.run.location(STUDY_FILE)
+        if not self.exists():
+            raise FileNotFoundError(f"{where}: no Optuna study for this run, so it cannot be "
+                                    "resumed (it was made by an older hybrid-nas, or removed)")
+        try:
+            return optuna.load_study(study_name=self.name, storage=self.storage, sampler=sampler)
+        except KeyError:
+            raise ValueError(f"{where}: holds no study named {self.name!r}") from None
+
+    def sync(self) -> None:
+        """Copy the journal whole to the run storage if it changed (runs at a URI only)."""
+        if self.mirrored and self._journal.changed:
+            self._journal.changed = False
+            self.run.write_study_journal(self._journal.path.read_bytes())
+
+
 def study_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / STUDY_FILE
 
 
-def storage(run_dir: str | Path) -> JournalStorage:
-    """The run's journal storage, after cutting off a last line that a killed writer left half
-    written (Optuna would refuse the whole journal once another line follows it)."""
-    path = study_path(run_dir)
-    _drop_partial_line(path)
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=_FlockLock(str(path))))
-
-
 def create_study(run_dir: str | Path, name: str, objectives: Sequence[Objective],
                  sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    directions = ["minimize" if o.direction == "min" else "maximize" for o in objectives]
-    return optuna.create_study(storage=storage(run_dir), study_name=name, directions=directions,
-                               sampler=sampler)
+    """A new study in a local run directory's journal."""
+    return StudyHome(RunDirectory(run_dir), name).create(objectives, sampler)
 
 
 def load_study(run_dir: str | Path, name: str, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    """The study of an earlier session; FileNotFoundError if the run has none."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not study_path(run_dir).is_file():
-        raise FileNotFoundError(f"{study_path(run_dir)}: no Optuna study in this run directory, "
-                                "so it cannot be resumed (it was made by an older hybrid-nas, or "
-                                "the file was removed)")
-    try:
-        return optuna.load_study(study_name=name, storage=storage(run_dir), sampler=sampler)
-    except KeyError:
-        raise ValueError(f"{study_path(run_dir)}: holds no study named {name!r}") from None
+    """The study in a local run directory's journal; FileNotFoundError if the run has none."""
+    return StudyHome(RunDirectory(run_dir), name).load(sampler)
+
+
+def _fetch(run: RunDirectory, local: Path) -> bool:
+    """Bring the run's stored journal into the local copy, unless the local copy already holds
+    it and more (lines written after the last upload of a driver that was killed). True when the
+    local copy is ahead of the stored one (it should be uploaded)."""
+    stored = run.read_study_journal()
+    held = local.read_bytes() if local.is_file() else b""
+    if stored is None or held.startswith(stored):
+        return len(held) > len(stored or b"")
+    partial = local.with_name(local.name + ".partial")
+    partial.write_bytes(stored)
+    os.replace(partial, local)
+    return False
 
 
 def _drop_partial_line(path: Path) -> None:

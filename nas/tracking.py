@@ -4,7 +4,14 @@ A record is written when the trial starts, after every reported epoch, and when 
 status comes from what Tune saw: `completed` (its final report arrived), `diverged`, `pruned`
 (stopped by the scheduler before its final report) or `failed` (raised; the error text is kept).
 Records are keyed by the record id the searcher gave the trial (a trial trained again after an
-interruption keeps its id), and written on the driver, so trials may run on any node.
+interruption keeps its id), and written on the driver, so trials may run on any node: a trial's
+weights reach the run through Ray Tune's checkpoint upload to the run storage, and the driver
+copies them to RUN/weights/. Each record notes the node that ran it.
+
+For a run at a URI, a write the store refuses stays in the driver's local spool
+(`results.storage.SpooledStorage`); at the end of that Tune step the search stops with that error,
+and `--resume` uploads the spool first. A trial that errors while the store is out is left
+`running`, so that resume trains it again rather than recording a failure that was the store's.
 """
 
 from __future__ import annotations
@@ -14,10 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 from ray import tune
 
 from nas.searcher import DIVERGED_KEY, FAILED_KEY, FINAL_KEY, trial_outcome
-from nas.trainable import ERROR_KEY, WEIGHTS_FILE
+from nas.trainable import ERROR_KEY, NODE_KEY, WEIGHTS_FILE
 from results.run_directory import RunDirectory, new_record, now_iso
 from search_spaces.architecture import Architecture
 
@@ -27,7 +35,7 @@ TUNE_KEYS = {
     "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
     "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint", "config",
     "experiment_tag", "episodes_total", "timesteps_total", "timesteps_since_restore",
-    FINAL_KEY, DIVERGED_KEY, FAILED_KEY, ERROR_KEY,
+    FINAL_KEY, DIVERGED_KEY, FAILED_KEY, ERROR_KEY, NODE_KEY,
 }
 
 
@@ -77,15 +85,22 @@ class RecordsCallback(tune.Callback):
                       epochs_done=int(max((h.get("epoch", 0) for h in history), default=0)))
         if result.get(ERROR_KEY):
             record["error"] = str(result[ERROR_KEY])
+        if result.get(NODE_KEY):
+            record["node"] = {"node_id": result[NODE_KEY], "ip": result.get("node_ip"),
+                              "hostname": result.get("hostname"), "pid": result.get("pid")}
         self.store.write_record(record)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any,
                       **info: Any) -> None:
-        source = Path(checkpoint.path) / WEIGHTS_FILE
-        if not source.exists():
+        source = f"{checkpoint.path.rstrip('/')}/{WEIGHTS_FILE}"
+        if checkpoint.filesystem.get_file_info(source).type != pyarrow.fs.FileType.File:
             return
         record_id = record_id_of(trial)
-        self.store.update_record(record_id, weights=self.store.save_weights(record_id, source))
+        name = self.store.save_weights(record_id, source, filesystem=checkpoint.filesystem)
+        self.store.update_record(record_id, weights=name)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.store.storage.raise_if_failed()  # a write the store refused: stop the search now
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
@@ -97,6 +112,8 @@ class RecordsCallback(tune.Callback):
         self._finish(trial, status, error=error)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if not self.store.storage.healthy():
+            return  # maybe the store's fault (a checkpoint upload): left running, trained again
         self._finish(trial, "failed", error=_error_text(trial))
 
     def _finish(self, trial: Any, status: str, error: str | None = None) -> None:

@@ -6,7 +6,8 @@ Config keys (set by the searcher and `nas.search`): `arch` (canonical dict), `co
 (evaluators.TrialConfig as a mapping), `threads` (= the trial's CPUs), `keep_weights`. No path:
 a trial knows nothing of where the run directory lies.
 
-Every epoch goes to Tune with `tune.report` (plus the cheap `flops`/`params`), except the last:
+Every epoch goes to Tune with `tune.report` (plus the cheap `flops`/`params` and the Ray node's id,
+`node_id`, so the record says where the trial ran), except the last:
 that one is sent after `run_trial` returns, marked `final` = 1 (and `diverged` = 1 when training
 diverged, `failed` = 1 with the error text when the trial raised: reported, not raised, so Ray
 keeps the reusable actor) and, when weights are kept, with a `tune.Checkpoint` holding the
@@ -33,6 +34,7 @@ from search_spaces.architecture import Architecture
 
 WEIGHTS_FILE = "model.pt"
 ERROR_KEY = "error_text"
+NODE_KEY = "node_id"
 
 
 def train_architecture(config: dict[str, Any]) -> None:
@@ -48,7 +50,8 @@ def train_architecture(config: dict[str, Any]) -> None:
         train = train.replace(device="cuda" if ray.get_gpu_ids() else "cpu")
     trial_config = trial_config.replace(train=train)
     epochs = trial_config.train.epochs
-    cheap = {"flops": float(config["cost"]["flops"]), "params": float(config["cost"]["params"])}
+    cheap = {"flops": float(config["cost"]["flops"]), "params": float(config["cost"]["params"]),
+             NODE_KEY: ray.get_runtime_context().get_node_id()}  # sent with every report
 
     held: dict[str, dict[str, Any]] = {}
 

@@ -132,7 +132,7 @@ def export_architectures(run_dir: str | Path, out_dir: str | Path | None = None,
     if not len(chosen):
         raise ExportError("no completed trial to export yet", run.path)
     selection = "pareto" if pareto else f"top{top}-{by}"
-    out = Path(out_dir) if out_dir is not None else run.path / "exported" / selection
+    out = Path(out_dir) if out_dir is not None else run.output_dir / "exported" / selection
     out.mkdir(parents=True, exist_ok=True)
     for fmt in FORMATS:  # a previous export of this folder: replaced whole
         for old in out.glob(f"[0-9][0-9]-*.{fmt}"):
@@ -206,7 +206,7 @@ def exported_config(run: Run, record: dict, pareto_rank: float, out_dir: Path) -
     arch = run.architecture(record)
     weights = None
     if record.get("weights"):
-        candidate = (run.path / record["weights"]).resolve()
+        candidate = _weights_here(run, record["weights"], Path(out_dir))
         if candidate.is_file():
             weights = os.path.relpath(candidate, Path(out_dir).resolve())
         else:
@@ -217,13 +217,26 @@ def exported_config(run: Run, record: dict, pareto_rank: float, out_dir: Path) -
         "arch_id": arch.arch_id,
         "layout": arch.layout,
         "trial_id": str(record["trial_id"]),
-        "run_dir": str(run.path.resolve()),
+        "run_dir": str(run.path.resolve()) if isinstance(run.path, Path) else run.path,
         "metrics": _plain(record.get("metrics") or {}),
         "objectives": _plain(record.get("objectives") or {}),
         "pareto_rank": None if pareto_rank is None or math.isnan(pareto_rank) else int(pareto_rank),
         "cost": _plain(record.get("cost") or {}),
         "weights": weights,
     }
+
+
+def _weights_here(run: Run, name: str, out_dir: Path) -> Path:
+    """A trial's weights file on this machine: in the run, or for a run at a URI copied from
+    there to out_dir/<name> (the exported config then points at that copy)."""
+    if isinstance(run.path, Path):
+        return (run.path / name).resolve()
+    local = (out_dir / name).resolve()
+    try:
+        run.store.fetch(name, local)
+    except FileNotFoundError:
+        pass  # reported as missing by the caller
+    return local
 
 
 def _plain(mapping: dict) -> dict:

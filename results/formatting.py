@@ -11,7 +11,10 @@ def count(n: int, noun: str) -> str:
 
 
 def fmt(value) -> str:
-    """Integers as integers, other numbers to 4 significant digits, anything else as str."""
+    """Integers as integers, other numbers to 4 significant digits; anything else, strings that
+    look like numbers included (trial ids such as '79885276'), as written."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
+        return value.decode() if isinstance(value, bytes) else str(value)
     if isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer()):
         return str(int(value))
     try:

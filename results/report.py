@@ -23,17 +23,18 @@ from results.table import load_table, save_table
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, png: bool = False) -> Path:
-    """Write the HTML report (default RUN_DIR/report.html) and the run's table beside it; with
-    `png`, also one PNG per figure when an image exporter (kaleido) is installed."""
+    """Write the HTML report (default RUN_DIR/report.html, or ./<run name>/report.html for a run
+    at a URI) and the run's table beside it; with `png`, also one PNG per figure when an image
+    exporter (kaleido) is installed."""
     run = read_run(run_dir)
     table = load_table(run)
     if not len(table):
         raise RunDirError(run.path, "no trial recorded yet, nothing to report")
     try:
-        save_table(run.path, table)
+        save_table(run.output_dir, table)
     except OSError as exc:  # a read-only run directory still gets its report elsewhere
         print(f"not saving the table beside the run: {exc}")
-    out = Path(out) if out else run.path / "report.html"
+    out = Path(out) if out else run.output_dir / "report.html"
     figures = build_figures(table)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_html(table, figures, run.config), encoding="utf-8")
@@ -63,8 +64,7 @@ def write_pngs(figures: dict[str, go.Figure], out: Path) -> list[Path]:
 
 def render_html(table: pd.DataFrame, figures: dict[str, go.Figure], config: dict) -> str:
     """The page: a header with the run's summary, then each figure; plotly.js is inlined once."""
-    run_dir = table.attrs.get("run_dir", "")
-    return render_page(f"hybrid-nas report: {Path(run_dir).name}", _header(table, config),
+    return render_page(f"hybrid-nas report: {_run_name(table)}", _header(table, config),
                        {name: (fig.layout.title.text or FIGURE_TITLES.get(name, name), fig)
                         for name, fig in figures.items()})
 
@@ -77,7 +77,7 @@ def _header(table: pd.DataFrame, config: dict) -> str:
     objectives = ", ".join(f"{o['name']} ({o['direction']})" for o in table.attrs.get("objectives", []))
     state = ("finished (summary.json present)" if summary is not None
              else "still running or interrupted (no summary.json yet)")
-    out = [f"<h1>hybrid-nas report: {html.escape(Path(run_dir).name)}</h1>",
+    out = [f"<h1>hybrid-nas report: {html.escape(_run_name(table))}</h1>",
            f"<p class='note'>{html.escape(run_dir)} · {state}</p>",
            "<table><tr>" + "".join(f"<th>{s}</th>" for s in STATUSES) + "<th>total</th></tr>"
            f"<tr>{status_row}<td>{len(table)}</td></tr></table>",
@@ -172,3 +172,7 @@ def _front_table(table: pd.DataFrame) -> str:
         body += "<tr>" + "".join(cells) + "</tr>"
     return (f"<p><b>Pareto front of the search objectives</b> ({len(front)} trials):</p>"
             f"<table><tr>{head}</tr>{body}</table>")
+
+
+def _run_name(table: pd.DataFrame) -> str:
+    return table.attrs.get("run_name") or Path(table.attrs.get("run_dir", "")).name

@@ -21,7 +21,7 @@ def format_best(run_dir: str | Path, top: int = 10, by: str | None = None,
     objectives = table_objectives(table)
     counts = table["status"].value_counts()
     state = "finished" if table.attrs.get("summary") is not None else "running or interrupted"
-    lines = [f"{run_dir}: {len(table)} trials ({state}): "
+    lines = [f"{table.attrs['run_dir']}: {len(table)} trials ({state}): "
              + ", ".join(f"{s} {int(counts.get(s, 0))}" for s in STATUSES),
              "objectives: " + ", ".join(f"{o.name} ({o.direction})" for o in objectives)]
     if table.attrs.get("unreadable"):

@@ -1,13 +1,14 @@
 """A run directory as one table: one row per trial, every choice, cost and metric a column.
 
 `load_table(run_dir)` reads the run through `results.run_directory` (finished, running or
-interrupted); an unreadable record among readable ones is skipped with a warning and listed in
-`table.attrs["unreadable"]`. `save_table(run_dir)` writes the same table beside the records as
-table.parquet and table.csv.
+interrupted; a folder or a URI); an unreadable record among readable ones is skipped with a
+warning and listed in `table.attrs["unreadable"]`. `save_table(run_dir)` writes the same table
+beside the records as table.parquet and table.csv.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from pathlib import Path
@@ -17,7 +18,7 @@ import pandas as pd
 
 from results.objectives import Objective, as_objectives
 from results.pareto import rank_trials
-from results.run_directory import COMPLETED, STATUSES, Run, read_run
+from results.run_directory import COMPLETED, STATUSES, Run, RunDirectory, read_run
 from search_spaces.architecture import Architecture
 
 STAGE_FIELDS = ("block", "depth", "width", "stride", "head_size", "expansion", "pos_embed", "qkv_bias")
@@ -30,7 +31,7 @@ _FIXED = ("trial_id", "number", "status", "arch_id", "layout", "depths", "widths
 __all__ = ["COMPLETED", "STATUSES", "load_table", "save_table", "table_objectives"]
 
 
-def load_table(run_dir: str | Path | Run) -> pd.DataFrame:
+def load_table(run_dir: str | Path | RunDirectory | Run) -> pd.DataFrame:
     """One row per trial, ordered by sampling number.
 
     Columns: trial_id, number, status, arch_id, layout, depths/widths ("2-3-5-2"), the choices
@@ -49,6 +50,7 @@ def load_table(run_dir: str | Path | Run) -> pd.DataFrame:
     table["pareto_rank"] = _safe_ranks(table, run.objectives)
     table.attrs.update(
         run_dir=str(run.path),
+        run_name=run.name,
         objectives=[{"name": o.name, "direction": o.direction} for o in run.objectives],
         summary=run.summary,
         unreadable=[list(item) for item in run.unreadable],
@@ -56,14 +58,15 @@ def load_table(run_dir: str | Path | Run) -> pd.DataFrame:
     return table
 
 
-def save_table(run_dir: str | Path, table: pd.DataFrame | None = None) -> tuple[Path, Path]:
-    """Write RUN_DIR/table.parquet and RUN_DIR/table.csv; return both paths."""
-    path = Path(run_dir)
-    table = load_table(path) if table is None else table
-    parquet, csv = path / "table.parquet", path / "table.csv"
+def save_table(run_dir: str | Path | RunDirectory,
+               table: pd.DataFrame | None = None) -> tuple[Path | str, Path | str]:
+    """Write RUN_DIR/table.parquet and RUN_DIR/table.csv (a folder or a URI); return both."""
+    store = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
+    table = load_table(store) if table is None else table
+    parquet = io.BytesIO()
     table.to_parquet(parquet, index=False)
-    table.to_csv(csv, index=False)
-    return parquet, csv
+    return (store.write_file("table.parquet", parquet.getvalue()),
+            store.write_file("table.csv", table.to_csv(index=False)))
 
 
 def table_objectives(table: pd.DataFrame) -> list[Objective]:

@@ -441,6 +441,23 @@ def test_standalone_export_of_a_real_search(real_run, tmp_path):
         assert float((pt2_logits - reference).abs().max()) < 1e-4, config["layout"]
 
 
+def test_trial_ids_and_labels_print_as_written(tmp_path):
+    """A numeric-looking trial id (Ray Tune's are hex, some all digits) is a label, not a number:
+    the report's Pareto table prints it as written, never as 7.989e+07."""
+    from results.formatting import fmt
+
+    assert [fmt(v) for v in ("79885276", "1e5", "007", 79885276, 0.123456, 3.0)] == \
+        ["79885276", "1e5", "007", "79885276", "0.1235", "3"]
+    run_dir = tmp_path / "numeric-ids"
+    (only,) = write_run(run_dir, n_trials=1, statuses=("completed",))
+    store = RunDirectory(run_dir)
+    store.record_path(only["trial_id"]).unlink()
+    store.write_record({**only, "trial_id": "79885276"})
+    html = write_report(run_dir, out=tmp_path / "report.html").read_text()
+    assert "<td class='text'>79885276</td>" in html
+    assert "7.989e+07" not in html
+
+
 def test_a_run_with_no_trial_yet(tmp_path, capsys):
     run_dir = tmp_path / "fresh"
     write_run(run_dir, n_trials=0, finished=False)

@@ -12,6 +12,7 @@ import json
 import os
 import time
 from pathlib import Path
+from urllib.request import urlopen
 
 import pytest
 import torch
@@ -205,6 +206,61 @@ def test_kept_weights_rebuild_the_trained_model(run):
         model.load_state_dict(state)  # strict: every tensor present with the right shape
         # trained, not the initialisation: some weights moved
         assert any(not torch.equal(fresh[k], v) for k, v in state.items() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_serves_every_trial_of_the_run(run, tmp_path):
+    """optuna-dashboard on the run's journal (what the README tells users to start) answers with
+    every candidate: state, values and the user attributes the searcher set."""
+    from servers import start_dashboard, stop
+
+    proc, url = start_dashboard(str(run.path / records.STUDY_FILE), tmp_path / "dashboard.log")
+    try:
+        studies = json.loads(urlopen(f"{url}/api/studies", timeout=30).read())["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["tiny"]
+        detail = json.loads(urlopen(f"{url}/api/studies/{studies[0]['study_id']}",
+                                    timeout=60).read())
+    finally:
+        stop(proc)
+    served = {t["number"]: t for t in detail["trials"]}
+    assert sorted(served) == sorted(r["number"] for r in run.records)
+    for r in run.records:
+        trial = served[r["number"]]
+        attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+        assert trial["state"] == {"COMPLETE": "Complete", "PRUNED": "Pruned",
+                                  "FAIL": "Fail"}[r["optuna_state"]], r["trial_id"]
+        assert attrs["layout"] == r["layout"]
+        assert attrs["params"] == str(r["cost"]["params"])
+        assert attrs["flops"] == str(r["cost"]["flops"])
+        if r["status"] == "rejected":
+            assert attrs["rejection"] == r["rejection"]
+        else:
+            assert attrs["trial_id"] == attrs["record_id"] == r["trial_id"]
+        if r["status"] == "completed":
+            assert trial["values"] == pytest.approx([r["objectives"]["gap"],
+                                                     r["objectives"]["capacity"]])
+    keys = {a["key"]: a["sortable"] for a in detail["union_user_attrs"]}
+    assert keys["params"] and keys["flops"]  # flat numbers: sortable columns
+
+
+@pytest.mark.slow
+def test_tensorboard_scalars_hold_every_metric_of_every_epoch(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = run.path / records.TENSORBOARD_DIR
+    trained_ids = {r["trial_id"] for r in trained(run) if r["history"]}
+    assert {p.name for p in folder.iterdir()} >= trained_ids
+    for r in trained(run):
+        if not r["history"]:
+            continue
+        events = EventAccumulator(str(folder / r["trial_id"]), size_guidance={"scalars": 0})
+        events.Reload()
+        for name in r["history"][-1]:
+            if name == "epoch" or not math.isfinite(r["history"][-1][name]):
+                continue
+            written = {e.step: e.value for e in events.Scalars(name) if math.isfinite(e.value)}
+            expected = {int(h["epoch"]): h[name] for h in r["history"] if math.isfinite(h[name])}
+            assert written == pytest.approx(expected, rel=1e-6, abs=1e-9), (r["trial_id"], name)
 
 
 # ---- the searcher, without Ray -------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import signal
@@ -17,11 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
 from results import run_directory as records
+from servers import stop
 
 NUM_TRIALS = 6
 EPOCHS = 2
@@ -59,19 +58,7 @@ def cli(*args: str) -> subprocess.Popen:
 def kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL the driver's process group, and by pid every process it started (Ray workers
     move to process groups of their own)."""
-    try:
-        started = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        started = []
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for child in started:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
+    stop(proc)
     proc.communicate(timeout=60)
 
 

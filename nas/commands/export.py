@@ -18,7 +18,8 @@ def register(subparsers) -> None:
                     "the PyTorch model at export.",
         epilog="Exit status 1 when some standalone file could not be written (each reason is "
                "printed; the others are written), 2 on a bad request.")
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a search's run directory")
+    parser.add_argument("run_dir", metavar="RUN_DIR",
+                        help="a search's run directory: a folder or a URI (s3://..., gs://...)")
     choice = parser.add_mutually_exclusive_group(required=True)
     choice.add_argument("--pareto", action="store_true",
                         help="the first Pareto front of the run's objectives")

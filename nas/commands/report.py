@@ -12,7 +12,8 @@ def register(subparsers) -> None:
         description="Write one self-contained HTML file (plotly.js embedded) with the run's Pareto "
                     "front, accuracy vs cost, layouts, stage choices and progress. Also saves "
                     "RUN_DIR/table.parquet and table.csv.")
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a search's run directory")
+    parser.add_argument("run_dir", metavar="RUN_DIR",
+                        help="a search's run directory: a folder or a URI (s3://..., gs://...)")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE",
                         help="HTML file to write (default: RUN_DIR/report.html)")
     parser.add_argument("--png", action="store_true",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -11,7 +10,8 @@ def register(subparsers) -> None:
         "show", help="print a run's best trials as a table",
         description="Print the best completed trials (by Pareto rank of the run's objectives, or "
                     "by --by METRIC) and the trial counts by status. Works on a running run.")
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a search's run directory")
+    parser.add_argument("run_dir", metavar="RUN_DIR",
+                        help="a search's run directory: a folder or a URI (s3://..., gs://...)")
     parser.add_argument("--top", type=int, default=10, metavar="K", help="rows to show (default 10)")
     parser.add_argument("--by", default=None, metavar="METRIC",
                         help="sort by this metric or objective (default: Pareto rank)")
