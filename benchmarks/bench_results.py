@@ -55,7 +55,7 @@ def main() -> None:
             record = make_record(arch, number, str(statuses[number]), rng) if number < len(pool) \
                 else dict(templates[number % len(pool)], trial_id=f"trial_{number:06d}", number=number,
                           status=str(statuses[number]),
-                          objectives={"gap": float(rng.uniform()), "capacity": float(rng.uniform())},
+                          objectives={"gap": float(rng.uniform()), "fit_full": float(rng.uniform())},
                           metrics=dict(templates[0]["metrics"], val_acc=float(rng.uniform())))
             write_record(run_dir, record)
         print(f"{'write ' + str(args.trials) + ' records (setup)':<42} "

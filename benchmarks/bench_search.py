@@ -35,7 +35,7 @@ def idle_trainable(config: dict) -> None:
 
     import evaluators.trial  # noqa: F401
 
-    tune.report({"epoch": 1.0, "gap": 0.0, "capacity": 1.0, "final": 1.0})
+    tune.report({"epoch": 1.0, "gap": 0.0, "fit_full": 1.0, "final": 1.0})
 
 
 def training_trainable(config: dict) -> None:
@@ -54,7 +54,7 @@ def tune_run(trainable, n: int, reuse: bool, space, storage: str, param_space: d
     from results.objectives import Objective
 
     run_dir = Path(storage) / f"run-{time.time_ns()}"
-    objectives = [("gap", "min"), ("capacity", "max")]
+    objectives = [("gap", "min"), ("fit_full", "max")]
     study = create_study(run_dir, "bench", [Objective(*o) for o in objectives],
                          make_sampler("random", 0, 1))
     searcher = BudgetedOptunaSearch(space, objectives, study, str(run_dir))

@@ -48,7 +48,7 @@ def idle_trainable(config: dict) -> None:
     epochs = config["trial"]["train"]["epochs"]
     node = ray.get_runtime_context().get_node_id()
     for epoch in range(1, epochs + 1):
-        row = {"epoch": float(epoch), "gap": 0.1 / epoch, "capacity": 0.5, "val_acc": 0.5,
+        row = {"epoch": float(epoch), "gap": 0.1 / epoch, "fit_full": 0.5, "val_acc": 0.5,
                "train_loss_full": 1.0, FINAL_KEY: float(epoch == epochs), DIVERGED_KEY: 0.0,
                FAILED_KEY: 0.0, NODE_KEY: node}
         if epoch < epochs:

@@ -6,7 +6,7 @@ Definitions (the same in every metrics dict, here and in `evaluators.trial`):
   set, measured in eval mode without augmentation after the epoch, not the running loss of the
   augmented batches (that one is `fit_loss`).
 - gap = val_loss - train_loss (minimise); gap_acc = train_acc - val_acc.
-- capacity = exp(-train_loss): the geometric-mean probability the model gives to the true
+- fit = exp(-train_loss): the geometric-mean probability the model gives to the true
   training label, in (0, 1] (maximise).
 - val_acc_at_matched_loss / gap_at_matched_loss: validation accuracy and val_loss - train_loss
   where the training curve first comes down to `matched_loss`, interpolated between the epochs
@@ -209,7 +209,7 @@ class Trainer:
             "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val_loss, "val_acc": val_acc,
             "gap": val_loss - train_loss, "gap_acc": train_acc - val_acc,
-            "capacity": math.exp(-train_loss),
+            "fit": math.exp(-train_loss),
             "val_acc_at_matched_loss": matched_acc,
             "gap_at_matched_loss": matched_val_loss - level,
             "fit_loss": fit_loss, "lr": lr,

@@ -59,11 +59,12 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """Early stopping: `asha` on `metric` (epochs as time), or `none` (every trial trains its
-    full budget). `mode` defaults to the metric's natural direction."""
+    """Early stopping: `asha` on `metric` (epochs as time; one of the search's objectives, null:
+    the first), or `none` (every trial trains its full budget). `mode` defaults to that
+    objective's direction. A search is never culled on a metric it does not optimise."""
 
     name: str = "asha"
-    metric: str = "val_acc"
+    metric: str | None = None
     mode: str | None = None
     grace_period: int = 1
     reduction_factor: float = 2.0
@@ -119,7 +120,8 @@ class SearchConfig:
     space: str | Mapping[str, Any] = "digits"
     trial: TrialConfig = field(default_factory=TrialConfig)
     num_trials: int = 8
-    objectives: tuple[Objective, ...] = (Objective("gap", "min"), Objective("capacity", "max"))
+    objectives: tuple[Objective, ...] = (Objective("val_acc_at_matched_loss", "max"),
+                                         Objective("fit_full", "max"))
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -135,6 +137,12 @@ class SearchConfig:
     @property
     def epochs(self) -> int:
         return self.trial.train.epochs
+
+    def scheduler_objective(self) -> Objective:
+        """The objective single-metric ASHA culls on: `scheduler.metric`, else the first."""
+        sch = self.scheduler
+        chosen = next((o for o in self.objectives if o.name == sch.metric), self.objectives[0])
+        return Objective(chosen.name, sch.mode or chosen.direction)
 
     def replace(self, **changes: Any) -> "SearchConfig":
         return dataclasses.replace(self, **changes)
@@ -280,9 +288,13 @@ def _validate(config: SearchConfig) -> None:
     if sch.name not in SCHEDULERS:
         raise SearchConfigError("scheduler.name",
                                 f"unknown scheduler {sch.name!r} (known: {list(SCHEDULERS)})")
-    if sch.metric not in METRIC_DIRECTIONS:
+    if sch.metric is not None and sch.metric not in METRIC_DIRECTIONS:
         raise SearchConfigError("scheduler.metric",
                                 f"unknown metric {sch.metric!r} (known: {sorted(METRIC_DIRECTIONS)})")
+    if sch.name == "asha" and sch.metric is not None and sch.metric not in names:
+        raise SearchConfigError("scheduler.metric",
+                                f"{sch.metric!r} is not one of the search's objectives {names}: "
+                                "a search is culled only on what it optimises")
     if sch.mode not in (None, "min", "max"):
         raise SearchConfigError("scheduler.mode", f"must be 'min', 'max' or null, got {sch.mode!r}")
     if sch.grace_period < 1:

@@ -30,7 +30,6 @@ from nas.progress import ProgressCallback, format_summary, summarize
 from nas.ray_session import check_resources, quiet_ray, start_ray
 from nas.resume import ResumePlan, plan_resume
 from nas.signals import SearchStopped, StopSignals
-from results.objectives import METRIC_DIRECTIONS
 from results.run_directory import CONFIG_FILE, FINISHED, RAY_DIR, RunDirError, RunDirectory
 from results.storage import StorageError, is_uri, join, open_storage
 from search_spaces.space import SearchSpace
@@ -314,7 +313,8 @@ def _new_tuner(store: RunDirectory, config: SearchConfig, searcher, num_samples:
     sch = config.scheduler
     if sch.name == "asha" and config.epochs > sch.grace_period:
         scheduler = ASHAScheduler(
-            time_attr="epoch", metric=sch.metric, mode=sch.mode or METRIC_DIRECTIONS[sch.metric],
+            time_attr="epoch", metric=config.scheduler_objective().name,
+            mode=config.scheduler_objective().direction,
             max_t=config.epochs, grace_period=sch.grace_period,
             reduction_factor=sch.reduction_factor,
             stop_last_trials=False)  # a trial in its last epoch ends by itself, with its final report

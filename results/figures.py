@@ -21,8 +21,8 @@ from results.run_directory import COMPLETED
 from results.table import table_objectives
 
 # Metrics shown in hover text when present, in this order.
-HOVER_METRICS = ("val_acc", "gap", "capacity", "gap_acc", "val_loss", "train_loss_full",
-                 "val_acc_at_matched_loss", "images_per_s")
+HOVER_METRICS = ("val_acc", "val_acc_at_matched_loss", "fit_full", "gap", "gap_acc", "val_loss",
+                 "train_loss_full", "images_per_s")
 FIGURE_TITLES = {
     "pareto": "The search objectives (Pareto front marked)",
     "acc_vs_flops": "Validation accuracy vs FLOPs (front: high accuracy, few FLOPs)",
@@ -196,7 +196,8 @@ def _progress(done: pd.DataFrame, hover: pd.Series, objectives: list) -> go.Figu
 def _objective_axes(objectives: list) -> list[tuple[str, str]]:
     """(metric, direction) of the run's objectives; the layout study's two readings when the run
     recorded none."""
-    return [(o.name, o.direction) for o in objectives] or [("gap", "min"), ("capacity", "max")]
+    return ([(o.name, o.direction) for o in objectives]
+            or [("val_acc_at_matched_loss", "max"), ("fit_full", "max")])
 
 
 def _objectives_or_empty(table: pd.DataFrame) -> list:
@@ -221,7 +222,9 @@ def _empty(fig: go.Figure, message: str) -> go.Figure:
 
 def _label(name: str) -> str:
     return {"val_acc": "validation accuracy", "gap": "generalization gap (val - train loss, small data)",
-            "capacity": "capacity (exp(-train loss), full data)", "flops": "FLOPs (multiply-adds)",
+            "fit_full": "fit of the full set (exp(-train loss))",
+            "val_acc_at_matched_loss": "validation accuracy at matched training loss (small data)",
+            "flops": "FLOPs (multiply-adds)",
             "params": "parameters"}.get(name, name)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 # Metrics a trial reports (evaluators.trial) plus the cheap ones the search adds, each with the
 # direction that is better. Objectives and the scheduler metric must come from this table.
 METRIC_DIRECTIONS = {
-    "gap": "min", "gap_acc": "min", "capacity": "max", "val_acc": "max", "val_loss": "min",
+    "gap": "min", "gap_acc": "min", "fit_full": "max", "val_acc": "max", "val_loss": "min",
     "val_acc_at_matched_loss": "max", "gap_at_matched_loss": "min", "train_loss_full": "min", "train_acc_full": "max",
     "train_loss_small": "min", "val_acc_small": "max", "images_per_s": "max",
     "flops": "min", "params": "min", "latency_ms": "min",

@@ -21,7 +21,7 @@ from search_spaces.space import default_space, sample_architecture
 
 # Tests share one seed so they sample the same architectures and count_cost's cache prices each once.
 SEED = 3
-OBJECTIVES = [{"name": "gap", "direction": "min"}, {"name": "capacity", "direction": "max"}]
+OBJECTIVES = [{"name": "gap", "direction": "min"}, {"name": "fit_full", "direction": "max"}]
 # One of each non-completed status, then completed trials.
 STATUS_CYCLE = ("completed", "completed", "pruned", "completed", "failed", "completed",
                 "diverged", "completed", "rejected", "completed", "completed", "completed")
@@ -59,7 +59,7 @@ def make_record(arch: Architecture, number: int, status: str, rng: np.random.Gen
         val_acc = float(rng.uniform(0.5, 0.99))
         history.append({
             "epoch": float(epoch), "gap": float(rng.uniform(0.0, 0.8)),
-            "gap_acc": float(rng.uniform(0.0, 0.3)), "capacity": float(np.exp(-train_loss)),
+            "gap_acc": float(rng.uniform(0.0, 0.3)), "fit_full": float(np.exp(-train_loss)),
             "train_loss_small": float(rng.uniform(0.05, 1.0)), "val_loss_small": float(rng.uniform(0.2, 2)),
             "train_loss_full": train_loss, "train_acc_full": float(rng.uniform(0.5, 1.0)),
             "val_loss": float(rng.uniform(0.1, 2.0)), "val_acc": val_acc,
@@ -67,10 +67,10 @@ def make_record(arch: Architecture, number: int, status: str, rng: np.random.Gen
             "wall_time_s": float(rng.uniform(1, 10))})
     metrics = history[-1] if history else {}
     if status == "completed":
-        objectives = {"gap": metrics["gap"], "capacity": metrics["capacity"]}
+        objectives = {"gap": metrics["gap"], "fit_full": metrics["fit_full"]}
     elif status == "pruned":
         # An ASHA-stopped trial whose last values would dominate everything: must not rank.
-        objectives = {"gap": -1.0, "capacity": 1.0}
+        objectives = {"gap": -1.0, "fit_full": 1.0}
     else:
         objectives = {}
     trial_id = f"rejected-{number}" if rejected else f"trial_{number:05d}"

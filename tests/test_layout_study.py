@@ -33,7 +33,7 @@ TINY = {
     "architectures": {"width_scale": 0.0625, "head_size": 4, "s1_stride": 1},
     "sizes": [{"per_class": 5, "steps": 12}, {"deformed_per_class": 30, "steps": 12}],
     "seeds": [0, 1], "evaluations": 3, "heldout_per_class": 10,
-    "train": {"train_eval_images": 100}, "cheap": {"matched_loss": 1.0, "steps": 8},
+    "train": {"train_eval_images": 100}, "cheap": {"matched_losses": [1.0, 2.0], "steps": 8},
     "bootstrap": 200, "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 2, "num_cpus": 2},
 }
 
@@ -125,7 +125,7 @@ def hand_made_cells() -> list[dict]:
 def test_readings_and_rankings_of_hand_made_cells():
     cells = hand_made_cells()
     sizes = ["5/class", "deformed 100/class"]
-    table = cell_table(cells, sizes, num_classes=10, fixed_level=0.5, short_steps=20)
+    table = cell_table(cells, sizes, num_classes=10, fixed_levels=[0.5], short_steps=20)
     small = table[table["size"] == "5/class"]
     assert small["matched_level"].unique().tolist() == [0.02]  # the largest lowest loss
     # C-C-C-C seed 0 reaches 0.02 between 1.0 (acc 0.8) and 0.01 (acc 0.9)
@@ -148,6 +148,10 @@ def test_readings_and_rankings_of_hand_made_cells():
     assert ranks["capacity"]["along_training"][-1]["tau_b"] == pytest.approx(ranks["capacity"]["tau_b"])
     cheap = ranks["cheap_readings"]
     assert cheap["fit_short"]["stands_for"] == "capacity"
+    # level 0.5: every curve is read between 1.0 and its lowest, in the same order as at the
+    # matched level, so it ranks exactly like the study's reading; nothing is missing
+    assert cheap["val_acc_at_loss_0.5"]["tau_b_vs_validated"] == pytest.approx(1.0)
+    assert cheap["val_acc_at_loss_0.5"]["missing"] == 0
     assert set(PAPER) == {"generalization", "capacity"}
 
 

@@ -80,15 +80,15 @@ def test_only_completed_trials_rank():
     table = pd.DataFrame({
         "trial_id": [f"t{i}" for i in range(n)],
         "status": rng.choice(["completed", "completed", "pruned", "failed", "running"], size=n),
-        "obj_gap": rng.uniform(0, 1, n), "obj_capacity": rng.uniform(0, 1, n)})
+        "obj_gap": rng.uniform(0, 1, n), "obj_fit_full": rng.uniform(0, 1, n)})
     # Non-completed trials with unbeatable values: they must neither rank nor push others down.
     others = table["status"] != "completed"
-    table.loc[others, ["obj_gap", "obj_capacity"]] = [-5.0, 5.0]
-    objectives = [{"name": "gap", "direction": "min"}, {"name": "capacity", "direction": "max"}]
+    table.loc[others, ["obj_gap", "obj_fit_full"]] = [-5.0, 5.0]
+    objectives = [{"name": "gap", "direction": "min"}, {"name": "fit_full", "direction": "max"}]
     ranks = rank_trials(table, objectives)
     assert ranks[others].isna().all()
     done = ~others
-    expected = brute_force_ranks(table.loc[done, ["obj_gap", "obj_capacity"]].to_numpy(),
+    expected = brute_force_ranks(table.loc[done, ["obj_gap", "obj_fit_full"]].to_numpy(),
                                  ["min", "max"])
     np.testing.assert_array_equal(ranks[done].to_numpy(int), expected)
     front = pareto_front(table, objectives)

@@ -51,7 +51,7 @@ def expected_front(records: dict) -> set[str]:
     """The Pareto front computed here from the raw records, independently of the table."""
     done = completed(records)
     ids = list(done)
-    values = np.array([[done[i]["objectives"]["gap"], done[i]["objectives"]["capacity"]] for i in ids])
+    values = np.array([[done[i]["objectives"]["gap"], done[i]["objectives"]["fit_full"]] for i in ids])
     ranks = pareto_ranks(values, ["min", "max"])
     return {i for i, r in zip(ids, ranks) if r == 0}
 
@@ -224,7 +224,7 @@ def check_report(run_dir: Path, out: Path) -> None:
     page = html.replace(bundle, "")
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=", page) and "cdn.plot.ly" not in page
     hover = " ".join(t.get("text", [""])[0] for t in written["pareto"]["data"] if t.get("text"))
-    for word in ("depths", "widths", "params", "FLOPs", "val_acc", "gap", "capacity"):
+    for word in ("depths", "widths", "params", "FLOPs", "val_acc", "gap", "fit_full"):
         assert word in hover
 
 
@@ -242,7 +242,7 @@ def test_report_has_every_plot_with_one_point_per_finished_trial(run, tmp_path, 
     html = out.read_text()
     for status, count in pd.Series([r["status"] for r in records.values()]).value_counts().items():
         assert f"<td class='status-{status}'>{count}</td>" in html
-    assert "gap (min), capacity (max)" in html and "max_flops=5M" in html
+    assert "gap (min), fit_full (max)" in html and "max_flops=5M" in html
     for trial_id in expected_front(records):
         assert f"<td class='text'>{trial_id}</td>" in html
     assert (run_dir / "table.parquet").is_file()
@@ -254,7 +254,7 @@ def test_pareto_figure_marks_exactly_the_two_objective_front(run):
     diamonds = {c[0] for t in fig["data"] if (t.get("meta") or {}).get("role") == "trials"
                 for c, s in zip(t["customdata"], t["marker"]["symbol"]) if s == "diamond"}
     done = completed(records)
-    values = np.array([[r["metrics"]["capacity"], r["metrics"]["gap"]] for r in done.values()])
+    values = np.array([[r["metrics"]["fit_full"], r["metrics"]["gap"]] for r in done.values()])
     front = {i for i, r in zip(done, pareto_ranks(values, ["max", "min"])) if r == 0}
     assert diamonds == front
 

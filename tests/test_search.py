@@ -2,7 +2,7 @@
 (Ray Tune + OptunaSearch + ASHA, 2 trials at a time) whose run directory the other tests read.
 
 The real search is shared by a module-scoped fixture: 7 trained trials at 16x16 with 4 optimiser
-steps per epoch, a budget that rejects some candidates, ASHA on capacity, and one trial made to
+steps per epoch, a budget that rejects some candidates, ASHA on fit_full, and one trial made to
 raise by a test trainable (`failing_at`) that wraps the real one."""
 
 from __future__ import annotations
@@ -46,10 +46,12 @@ def tiny_config(tmp: Path, **changes) -> dict:
                   "train": {"epochs": EPOCHS, "batch_size": 32, "steps_per_epoch": 4,
                             "eval_batch_size": 512}},
         "num_trials": NUM_TRIALS,
+        # the raw gap, not the default matched-loss reading: 4 steps an epoch fit too little
+        "objectives": [{"name": "gap", "direction": "min"}, {"name": "fit_full", "direction": "max"}],
         "sampler": {"name": "tpe", "seed": 0, "startup_trials": 4},
         "budget": {"max_flops": MAX_FLOPS, "max_params": MAX_PARAMS},
-        # capacity differs between architectures from the first epoch on, so ASHA stops some.
-        "scheduler": {"name": "asha", "metric": "capacity", "grace_period": 1,
+        # fit_full differs between architectures from the first epoch on, so ASHA stops some.
+        "scheduler": {"name": "asha", "metric": "fit_full", "grace_period": 1,
                       "reduction_factor": 2},
         "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 2, "num_cpus": 2},
         "out_dir": str(tmp),
@@ -93,7 +95,7 @@ def run(tmp_path_factory) -> records.Run:
     return records.read_run(summary.run_dir)
 
 
-OBJECTIVES = (("gap", "min"), ("capacity", "max"))
+OBJECTIVES = (("gap", "min"), ("fit_full", "max"))
 
 
 def make_searcher(run_dir: Path, space, sampler: str, seed: int = 0,
@@ -126,7 +128,7 @@ def test_search_records_every_trial_architecture_cost_and_metrics(run):
     assert all(r["status"] in records.FINISHED for r in recs)
     assert run.summary is not None and run.summary["trained"] == NUM_TRIALS
     assert [o.to_dict() for o in run.objectives] == [{"name": "gap", "direction": "min"},
-                              {"name": "capacity", "direction": "max"}]
+                              {"name": "fit_full", "direction": "max"}]
     for r in recs:
         arch = Architecture.from_dict(r["architecture"])
         assert arch.arch_id == r["arch_id"] and arch.layout == r["layout"]
@@ -138,7 +140,7 @@ def test_search_records_every_trial_architecture_cost_and_metrics(run):
         assert 1 <= r["epochs_done"] == len(r["history"]) <= EPOCHS
         assert [h["epoch"] for h in r["history"]] == list(range(1, r["epochs_done"] + 1))
         assert r["metrics"] == r["history"][-1]
-        for key in ("gap", "capacity", "val_acc", "train_loss_full"):
+        for key in ("gap", "fit_full", "val_acc", "train_loss_full"):
             assert math.isfinite(r["metrics"][key])
     # Ray ran exactly the trained trials (rejected candidates never reached it), in one session.
     assert len(ray_trial_dirs(run)) == NUM_TRIALS
@@ -181,7 +183,7 @@ def test_asha_stopped_trial_is_pruned_not_completed(run):
         assert r["trial_id"] not in run.summary["pareto_front"]
     for r in completed:
         assert r["epochs_done"] == EPOCHS and r["optuna_state"] == "COMPLETE"
-        assert set(r["objectives"]) == {"gap", "capacity"}
+        assert set(r["objectives"]) == {"gap", "fit_full"}
     assert set(run.summary["pareto_front"]) <= {r["trial_id"] for r in completed}
 
 
@@ -238,7 +240,7 @@ def test_optuna_dashboard_serves_every_trial_of_the_run(run, tmp_path):
             assert attrs["trial_id"] == attrs["record_id"] == r["trial_id"]
         if r["status"] == "completed":
             assert trial["values"] == pytest.approx([r["objectives"]["gap"],
-                                                     r["objectives"]["capacity"]])
+                                                     r["objectives"]["fit_full"]])
     keys = {a["key"]: a["sortable"] for a in detail["union_user_attrs"]}
     assert keys["params"] and keys["flops"]  # flat numbers: sortable columns
 
@@ -284,13 +286,13 @@ def test_searcher_prices_before_suggesting_and_tells_optuna_what_happened(tmp_pa
         assert trial.state == TrialState.PRUNED and trial.constraints["params"] > 0
     for name in ("t0", "t1", "t2", "t3", "t4", "t5"):  # records for the outcome updates
         store.write_record(records.new_record(name, 0, "running", {}, "x", "C", {}, EPOCHS))
-    done = {"gap": 0.1, "capacity": 0.9}
+    done = {"gap": 0.1, "fit_full": 0.9}
     searcher.on_trial_complete("t0", {**done, "final": 1.0})                  # trained to the end
     searcher.on_trial_complete("t1", {**done, "final": 0.0})                  # ASHA stopped it
     searcher.on_trial_complete("t2", {**done, "final": 1.0, "diverged": 1.0})
     searcher.on_trial_complete("t3", {**done, "final": 1.0, "failed": 1.0})
     searcher.on_trial_complete("t4", None, error=True)                        # Ray saw an error
-    searcher.on_trial_complete("t5", {"gap": math.nan, "capacity": 0.5, "final": 1.0})
+    searcher.on_trial_complete("t5", {"gap": math.nan, "fit_full": 0.5, "final": 1.0})
     states = {t.number: t for t in searcher.study.get_trials(deepcopy=False)}
     expect = {"t0": "COMPLETE", "t1": "PRUNED", "t2": "FAIL", "t3": "FAIL", "t4": "FAIL",
               "t5": "FAIL"}
@@ -426,7 +428,7 @@ def test_an_architecture_is_trained_once_and_a_spent_space_ends_the_search(tmp_p
     first = searcher.suggest("t0")
     assert first["arch"] == space.smallest()[0].to_dict()
     store.write_record(records.new_record("t0", 0, "running", {}, "x", "C", {}, 1))
-    searcher.on_trial_complete("t0", {"gap": 0.2, "capacity": 0.7, "final": 1.0})
+    searcher.on_trial_complete("t0", {"gap": 0.2, "fit_full": 0.7, "final": 1.0})
     assert searcher.suggest("t1") == Searcher.FINISHED
     dups = [r for r in RunDirectory(tmp_path).read_records() if r["status"] == "rejected"]
     assert len(dups) == 3 and all(r["rejection"] == "duplicate of trial t0" for r in dups)
@@ -443,7 +445,7 @@ def test_a_new_searcher_over_the_stored_study_carries_on(tmp_path):
     given = [first.suggest(f"t{i}") for i in range(3)]
     store = RunDirectory(tmp_path)
     store.write_record(records.new_record("t0", 0, "running", {}, "x", "C", {}, EPOCHS))
-    first.on_trial_complete("t0", {"gap": 0.3, "capacity": 0.6, "final": 1.0})
+    first.on_trial_complete("t0", {"gap": 0.3, "fit_full": 0.6, "final": 1.0})
     numbers_before = len(first.study.trials)
     # the driver dies; a new process opens the same journal
     study = load_study(tmp_path, "test", make_sampler("random", 1, 4))
@@ -477,9 +479,9 @@ def test_plan_resume_lines_up_records_and_study_after_a_kill(tmp_path):
     # t0 finished and Optuna was told; t1 finished but the driver died before telling Optuna;
     # t2 was running; t3's record was cut off mid-write; t4 never got a record at all
     record("t0", "running")
-    searcher.on_trial_complete("t0", {"gap": 0.2, "capacity": 0.8, "final": 1.0})
-    record("t0", "completed", objectives={"gap": 0.2, "capacity": 0.8})
-    record("t1", "completed", objectives={"gap": 0.4, "capacity": 0.5})
+    searcher.on_trial_complete("t0", {"gap": 0.2, "fit_full": 0.8, "final": 1.0})
+    record("t0", "completed", objectives={"gap": 0.2, "fit_full": 0.8})
+    record("t1", "completed", objectives={"gap": 0.4, "fit_full": 0.5})
     record("t2", "running")
     store.record_path("t3").write_text('{"trial_id": "t3", "status": "runn')
     # a rejected candidate whose record was lost, and a candidate priced when the driver died
@@ -487,7 +489,7 @@ def test_plan_resume_lines_up_records_and_study_after_a_kill(tmp_path):
     lost.unlink()
     dangling = searcher.study.ask()
     with pytest.warns(records.UnreadableRecordWarning, match="t3.json"):
-        plan = plan_resume(store, searcher.study, ["gap", "capacity"], EPOCHS)
+        plan = plan_resume(store, searcher.study, ["gap", "fit_full"], EPOCHS)
     assert plan.finished == 2
     assert [(r.record_id, r.number) for r in plan.rerun] == \
         [(i, given[i]["number"]) for i in ("t2", "t3", "t4")]

@@ -68,7 +68,7 @@ def trained_like_state(arch: Architecture, seed: int) -> dict[str, torch.Tensor]
 
 def write_block_run(run_dir, archs: dict[str, Architecture], weights: bool = True) -> dict[str, str]:
     """A finished run with one completed trial per architecture, all on the Pareto front (gap and
-    capacity rise together); returns trial_id by block name."""
+    fit_full rise together); returns trial_id by block name."""
     store = RunDirectory(run_dir)
     store.write_config({"name": "blocks", "space": "digits", "objectives": OBJECTIVES,
                         "trial": {"data": "digits", "train": {"epochs": 1}}})
@@ -76,7 +76,7 @@ def write_block_run(run_dir, archs: dict[str, Architecture], weights: bool = Tru
     trial_ids = {}
     for number, (name, arch) in enumerate(archs.items()):
         record = make_record(arch, number, "completed", rng, epochs=1)
-        record["objectives"] = {"gap": 0.1 * (number + 1), "capacity": 0.5 + 0.1 * number}
+        record["objectives"] = {"gap": 0.1 * (number + 1), "fit_full": 0.5 + 0.1 * number}
         if weights:
             path = run_dir / "weights" / f"{record['trial_id']}.pt"
             path.parent.mkdir(exist_ok=True)

@@ -234,7 +234,7 @@ def ask_and_tell(study: optuna.Study, n: int) -> None:
 def test_the_journal_of_a_run_at_a_uri_is_mirrored_and_survives_a_killed_driver(s3, tmp_path,
                                                                               monkeypatch):
     run = RunDirectory(s3.uri("studies/run"), writer=True)
-    objectives = [Objective("gap", "min"), Objective("capacity", "max")]
+    objectives = [Objective("gap", "min"), Objective("fit_full", "max")]
     home = StudyHome(run, "mirror", fresh=True)
     study = home.create(objectives, optuna.samplers.RandomSampler(seed=0))
     ask_and_tell(study, 3)
@@ -271,7 +271,7 @@ def test_a_database_storage_is_validated_and_keeps_the_study(tmp_path):
     run = RunDirectory(tmp_path / "20261201-120000-db")
     home = StudyHome(run, "db", url=url)
     assert home.name == "20261201-120000-db" and not home.exists()
-    ask_and_tell(home.create([Objective("gap", "min"), Objective("capacity", "max")],
+    ask_and_tell(home.create([Objective("gap", "min"), Objective("fit_full", "max")],
                              optuna.samplers.RandomSampler(seed=0)), 2)
     again = StudyHome(run, "db", url=url).load(optuna.samplers.RandomSampler())
     assert [t.user_attrs["trial_id"] for t in again.trials] == ["t0", "t1"]

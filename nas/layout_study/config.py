@@ -69,9 +69,10 @@ class ArchitecturesConfig:
 @dataclass(frozen=True)
 class CheapReadingsConfig:
     """The readings a search trial can take alone, checked against the study's: validation accuracy
-    at a fixed training-loss level `matched_loss`, and the fit after `steps` steps."""
+    at each fixed training-loss level of `matched_losses` (a trial has no other run to match), and
+    the fit after `steps` steps. Analysis only: they change no training."""
 
-    matched_loss: float = 0.25
+    matched_losses: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5)
     steps: int = 100
 
 
@@ -111,7 +112,8 @@ class StudyConfig:
             architectures={**dataclasses.asdict(self.architectures),
                            "layouts": list(self.architectures.layouts)},
             sizes=[s.to_dict() for s in self.sizes], seeds=list(self.seeds),
-            train=dataclasses.asdict(self.train), cheap=dataclasses.asdict(self.cheap),
+            train=dataclasses.asdict(self.train),
+            cheap={"matched_losses": list(self.cheap.matched_losses), "steps": self.cheap.steps},
             resources=dataclasses.asdict(self.resources))
         return data
 
@@ -153,9 +155,17 @@ class StudyConfig:
                 values["train"] = TrainConfig.from_dict(train)
             except FieldError as exc:
                 raise StudyConfigError(exc.field, exc.message) from None
-        for name, kind in (("cheap", CheapReadingsConfig), ("resources", ResourcesConfig)):
-            if name in values:
-                values[name] = from_mapping(kind, values[name] or {}, name, error=StudyConfigError)
+        if "cheap" in values:
+            cheap = dict(check_keys(values["cheap"] or {}, "cheap", {"matched_losses", "steps"},
+                                    error=StudyConfigError))
+            if "matched_losses" in cheap:
+                cheap["matched_losses"] = tuple(
+                    typed(v, "float", f"cheap.matched_losses[{i}]", StudyConfigError)
+                    for i, v in enumerate(_list(cheap["matched_losses"], "cheap.matched_losses")))
+            values["cheap"] = from_mapping(CheapReadingsConfig, cheap, "cheap", error=StudyConfigError)
+        if "resources" in values:
+            values["resources"] = from_mapping(ResourcesConfig, values["resources"] or {}, "resources",
+                                               error=StudyConfigError)
         return cls(**values)
 
 
@@ -236,6 +246,6 @@ def _validate(config: StudyConfig) -> None:
         raise StudyConfigError("architectures.s1_stride", f"must be 1 or 2, got {a.s1_stride}")
     if a.head_size < 1:
         raise StudyConfigError("architectures.head_size", f"must be >= 1, got {a.head_size}")
-    if not config.cheap.matched_loss > 0 or config.cheap.steps < 1:
-        raise StudyConfigError("cheap", "matched_loss must be > 0 and steps >= 1")
+    if not all(level > 0 for level in config.cheap.matched_losses) or config.cheap.steps < 1:
+        raise StudyConfigError("cheap", "matched_losses must be > 0 and steps >= 1")
     validate_resources(config.resources, StudyConfigError)

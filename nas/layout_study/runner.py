@@ -188,7 +188,7 @@ def write_outputs(study: StudyDirectory, config: StudyConfig, records: list[dict
     """study.csv, curves.csv, rankings.json and report.html from the cell records."""
     info = describe_data(config.data, config.data_path)
     sizes = [s.label for s in config.sizes]
-    table = cell_table(records, sizes, info.num_classes, config.cheap.matched_loss,
+    table = cell_table(records, sizes, info.num_classes, config.cheap.matched_losses,
                        config.cheap.steps)
     curves = curves_table(records)
     ranks = rankings(table, curves, sizes, config.bootstrap)

@@ -124,19 +124,21 @@ def rankings(table: pd.DataFrame, curves: pd.DataFrame, sizes: Sequence[str],
         per_size={s: tau_against_paper(layout_scores(done, "capacity", [s]), "capacity")
                   for s in sizes},
         along_training=_capacity_along_training(curves[curves["size"] == largest]))
-    cheap_generalization = layout_scores(done, "val_acc_at_fixed_loss", real)
+    cheap = {}
+    for column in [c for c in table.columns if c.startswith("val_acc_at_loss_")]:
+        scores = layout_scores(done, column, real)
+        cheap[column] = {
+            "stands_for": "val_acc_at_matched_loss", "scores": scores,
+            "missing": int(done.loc[done["size"].isin(real), column].isna().sum()),
+            "tau_b_vs_validated": _tau_between(scores, generalization["scores"]),
+            "tau_b_vs_paper": tau_against_paper(scores, "generalization")}
     cheap_capacity = layout_scores(done, "fit_short", [largest])
-    cheap = {
-        "val_acc_at_fixed_loss": {
-            "stands_for": "val_acc_at_matched_loss", "scores": cheap_generalization,
-            "missing": int(done.loc[done["size"].isin(real), "val_acc_at_fixed_loss"].isna().sum()),
-            "tau_b_vs_validated": _tau_between(cheap_generalization, generalization["scores"]),
-            "tau_b_vs_paper": tau_against_paper(cheap_generalization, "generalization")},
+    cheap.update({
         "fit_short": {
             "stands_for": "capacity", "scores": cheap_capacity,
             "tau_b_vs_validated": _tau_between(cheap_capacity, capacity["scores"]),
             "tau_b_vs_paper": tau_against_paper(cheap_capacity, "capacity")},
-    }
+    })
     return {"generalization": generalization, "capacity": capacity, "cheap_readings": cheap,
             "cells": {"completed": int(len(done)), "total": int(len(table))}}
 

@@ -8,8 +8,9 @@ reaches (`evaluators.curves.common_level`: the largest of the runs' lowest losse
 - `capacity`: exp(-final training loss), the geometric-mean probability the trained model gives
   the true label of a training image; the paper's capacity reading at the largest (deformed) size,
   where the training set is far larger than what a model can memorise;
-- `val_acc_at_fixed_loss` and `fit_short`: the cheap readings a search trial can take alone (a
-  fixed level, no other run to match; the fit after a short budget), checked against the two above.
+- `val_acc_at_loss_<level>` and `fit_short`: the cheap readings a search trial can take alone
+  (validation accuracy at a fixed training-loss level, there being no other run to match; the fit
+  after a short budget), checked against the two above.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from evaluators.curves import common_level, value_at_loss
 CELL_COLUMNS = ["cell_id", "layout", "size", "deformed", "per_class", "train_images", "seed",
                 "params", "flops", "steps", "status", "matched_level", "val_acc_at_matched_loss",
                 "gap_at_matched_loss", "final_train_loss", "capacity", "final_val_acc",
-                "heldout_loss", "heldout_acc", "val_acc_at_fixed_loss", "fit_short",
-                "wall_time_s"]
+                "heldout_loss", "heldout_acc", "fit_short", "wall_time_s"]
+
+
+def fixed_level_column(level: float) -> str:
+    return f"val_acc_at_loss_{level:g}"
 
 
 def curves_table(cells: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -39,7 +43,7 @@ def curves_table(cells: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def cell_table(cells: Sequence[Mapping[str, Any]], sizes: Sequence[str], num_classes: int,
-               fixed_level: float, short_steps: int) -> pd.DataFrame:
+               fixed_levels: Sequence[float], short_steps: int) -> pd.DataFrame:
     """One row per cell (see the module docstring), sizes in the study's order; readings NaN for
     cells that did not complete."""
     levels = {}
@@ -66,11 +70,11 @@ def cell_table(cells: Sequence[Mapping[str, Any]], sizes: Sequence[str], num_cla
                 val_acc_at_matched_loss=value_at_loss(losses, [p["val_acc"] for p in curve], level),
                 gap_at_matched_loss=value_at_loss(losses, [p["val_loss"] for p in curve], level) - level,
                 final_train_loss=losses[-1], capacity=math.exp(-losses[-1]),
-                final_val_acc=curve[-1]["val_acc"],
-                val_acc_at_fixed_loss=value_at_loss(losses, [p["val_acc"] for p in curve], fixed_level),
-                fit_short=math.exp(-short["train_loss"]))
+                final_val_acc=curve[-1]["val_acc"], fit_short=math.exp(-short["train_loss"]),
+                **{fixed_level_column(level): value_at_loss(losses, [p["val_acc"] for p in curve], level)
+                   for level in fixed_levels})
         rows.append(row)
-    table = pd.DataFrame(rows, columns=CELL_COLUMNS)
+    table = pd.DataFrame(rows, columns=CELL_COLUMNS + [fixed_level_column(v) for v in fixed_levels])
     order = {size: i for i, size in enumerate(sizes)}
     table["_order"] = table["size"].map(order)
     return (table.sort_values(["_order", "layout", "seed"], kind="stable")

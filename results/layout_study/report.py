@@ -78,11 +78,16 @@ def _architectures_html(table: pd.DataFrame) -> str:
 def _cheap_html(ranks: Mapping[str, Any]) -> str:
     rows = "".join(
         f"<tr><td class='text'>{html.escape(name)}</td><td class='text'>{html.escape(c['stands_for'])}"
-        f"</td><td>{fmt(c['tau_b_vs_validated'])}</td><td>{fmt(c['tau_b_vs_paper'])}</td></tr>"
+        f"</td><td>{fmt(c['tau_b_vs_validated'])}</td><td>{fmt(c['tau_b_vs_paper'])}</td>"
+        f"<td>{c.get('missing', 0)}</td></tr>"
         for name, c in ranks["cheap_readings"].items())
-    return ("<h2>Cheap readings a search trial can take alone</h2><table><tr><th>reading</th>"
-            "<th>stands for</th><th>tau-b vs the validated reading</th><th>tau-b vs the paper</th>"
-            f"</tr>{rows}</table>")
+    return ("<h2>Cheap readings a search trial can take alone</h2><p class='note'>A search trial "
+            "has no other run to match its training loss with: it reads validation accuracy at a "
+            "fixed level (val_acc_at_loss_L), and the fit after a short budget (fit_short). The "
+            "default search uses the readings that rank the layouts most like the study's "
+            "own.</p><table><tr><th>reading</th><th>stands for</th><th>tau-b vs the study's "
+            "reading</th><th>tau-b vs the paper</th><th>runs that never reach it</th></tr>"
+            f"{rows}</table>")
 
 
 def _figure2(table: pd.DataFrame, curves: pd.DataFrame, sizes: Sequence[str]) -> go.Figure:
