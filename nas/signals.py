@@ -50,7 +50,7 @@ class StopSignals:
         # While Tune runs, it owns SIGINT: a SIGINT that reaches us then is the second one.
         second = self.received is not None or (self.tuning and signum == signal.SIGINT)
         if second:
-            print(f"\nsecond stop signal: ending now (trials cut short train again on resume)",
+            print("\nsecond stop signal: ending now (trials cut short train again on resume)",
                   file=sys.stderr, flush=True)
             kill_children()
             os._exit(128 + signum)

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
 import torch
 import yaml
@@ -27,6 +24,7 @@ from nas.layout_study.config import StudyConfig, StudyConfigError
 from results.layout_study.rankings import PAPER, kendall_tau_b, rankings, tau_against_paper
 from results.layout_study.readings import cell_table, curves_table
 from search_spaces.presets import LAYOUT_STUDY, get_preset, layout_study
+from servers import stop
 
 TINY = {
     "name": "tiny", "data": "digits", "resolution": 16,
@@ -187,13 +185,7 @@ def study_cli(*args: str) -> subprocess.Popen:
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    started = psutil.Process(proc.pid).children(recursive=True)
-    os.killpg(proc.pid, signal.SIGKILL)
-    for child in started:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
+    stop(proc)
     proc.communicate(timeout=60)
 
 

@@ -19,7 +19,7 @@ import torch
 from evaluators.cost import count_cost
 from evaluators.data import ImageData, ImageSplit, small_data
 from evaluators.deformed_data import deformed_data, deformed_images
-from evaluators.trainer import TrainConfig, Trainer
+from evaluators.trainer import Trainer
 from evaluators.trial import load_trial_data
 from nas.layout_study.config import SizeConfig, StudyConfig, parse_size
 from search_spaces.architecture import Architecture
