@@ -43,8 +43,8 @@ def build_figures(table: pd.DataFrame) -> dict[str, go.Figure]:
     y, x = (_objective_axes(_objectives_or_empty(table)) + [("params", "min")])[:2]
     return {
         "pareto": _front_scatter(done, hover, colours, x=x, y=y,
-                                 title=f"{_label(y[0])} ({y[1]}) vs {_label(x[0])} ({x[1]}): "
-                                       "the search objectives, Pareto front marked"),
+                                 title=f"The search objectives: {y[0]} ({y[1]}) vs {x[0]} ({x[1]}), "
+                                       "Pareto front marked"),
         "acc_vs_flops": _front_scatter(done, hover, colours, x=("flops", "min"),
                                        y=("val_acc", "max"), title=FIGURE_TITLES["acc_vs_flops"],
                                        log_x=True),
