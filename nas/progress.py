@@ -123,6 +123,7 @@ def summarize(run_dir: str | RunDirectory, objectives: Sequence[dict[str, str]],
         "num_trials": num_trials,
         "trained": trained,
         "counts": c,
+        "unscored": sum(1 for r in recs if r.get("status") == "completed" and r.get("unscored")),
         "rejected_by": dict(reasons),
         "objectives": list(objectives),
         "best": best_by,
@@ -142,6 +143,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"trials: {summary['trained']}/{summary['num_trials']} trained "
         f"({c['completed']} completed, {c['pruned']} pruned, {c['failed']} failed, "
         f"{c['diverged']} diverged); {c['rejected']} candidates rejected before training"
+        + (f"; {summary['unscored']} completed without a value for every objective (on no front:"
+           " their training loss never came down to train.matched_loss)"
+           if summary.get("unscored") else "")
         + (f" ({', '.join(f'{k}: {v}' for k, v in summary['rejected_by'].items())})"
            if summary["rejected_by"] else ""),
         f"wall time: {summary['wall_time_s']:.1f}s"

@@ -11,14 +11,13 @@ an absolute path), so a run can be resumed where it now lies: copied, moved, or 
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 
 import optuna
 from optuna.trial import TrialState
 
-from nas.searcher import FINISHED_STATES, Rerun, rejected_record, tell
+from nas.searcher import FINISHED_STATES, Rerun, is_value, rejected_record, tell
 from nas.study import RECORD_ATTR, REJECTION_ATTR
 from results.run_directory import FINISHED, RunDirectory, UnreadableRecordWarning, now_iso
 
@@ -64,8 +63,8 @@ def plan_resume(store: RunDirectory, study: optuna.Study, objectives: list[str],
             if trial.state == TrialState.RUNNING:  # finished, but Optuna was never told
                 values = [record["objectives"].get(name) for name in objectives]
                 state = STATES[record["status"]]
-                if state == TrialState.COMPLETE and not all(_finite(v) for v in values):
-                    state = TrialState.FAIL
+                if state == TrialState.COMPLETE and not all(map(is_value, values)):
+                    state = TrialState.PRUNED  # completed but unscored (nas.searcher.trial_outcome)
                 told = tell(study, trial.number, state, values)
                 store.update_record(record_id, optuna_state=told.state.name)
                 notes.append(f"told Optuna how trial {record_id} ended ({told.state.name})")
@@ -83,10 +82,6 @@ def plan_resume(store: RunDirectory, study: optuna.Study, objectives: list[str],
         notes.append(f"{len(rerun)} interrupted trial(s) train again from the start: "
                      + ", ".join(again.record_id for again in rerun))
     return ResumePlan(finished=finished, rerun=tuple(rerun), notes=tuple(notes))
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _record_id(path: str) -> str:

@@ -12,6 +12,9 @@ values when those are known.
 
 On completion it tells Optuna what really happened:
 - the trial's final report (`final` = 1) of a run that finished its epochs -> COMPLETE;
+- such a report where an objective has no value (val_acc_at_matched_loss of a run whose training
+  loss never came down to the level it is read at) -> PRUNED: the trial trained its budget and is
+  recorded as completed, but Optuna learns no made-up value and it is on no front;
 - a trial that stopped before its final report (early stopping) -> PRUNED, never in the front;
 - a trial that diverged or raised (reported by the trainable, or an error Ray saw) -> FAIL.
 
@@ -50,7 +53,8 @@ def trial_outcome(result: dict | None, objectives: Sequence[str],
     """How a trial ended, as the record's status, what Optuna is told, and the objective values.
     The one rule both the searcher and the records callback apply:
     raised or diverged -> failed/diverged (FAIL); no final report -> pruned (early-stopped);
-    a non-finite objective -> failed (FAIL); otherwise completed (COMPLETE, with its values)."""
+    an objective without a value (NaN: a level its run never reached) -> completed but unscored
+    (PRUNED, no values); otherwise completed (COMPLETE, with its values)."""
     if error:
         return "failed", TrialState.FAIL, []
     if not result or not result.get(FINAL_KEY):
@@ -60,9 +64,26 @@ def trial_outcome(result: dict | None, objectives: Sequence[str],
     if result.get(DIVERGED_KEY):
         return "diverged", TrialState.FAIL, []
     values = [result.get(m) for m in objectives]
-    if any(v is None or not math.isfinite(float(v)) for v in values):
-        return "failed", TrialState.FAIL, []
+    if not all(is_value(v) for v in values):
+        return "completed", TrialState.PRUNED, []
     return "completed", TrialState.COMPLETE, [float(v) for v in values]
+
+
+def is_value(value: object) -> bool:
+    """Whether an objective reading is a number Optuna can be told (not None, NaN or inf)."""
+    try:
+        return value is not None and math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def unscored_reason(result: dict, objectives: Sequence[str]) -> str | None:
+    """Why a completed trial has no value for some objective, in words; None when it has all."""
+    missing = [name for name in objectives if not is_value(result.get(name))]
+    if not missing:
+        return None
+    return (f"no value for {', '.join(missing)}: the run's training loss never came down to "
+            "train.matched_loss, the level it is read at (train longer or raise the level)")
 
 
 def make_sampler(name: str, seed: int, startup_trials: int) -> optuna.samplers.BaseSampler:

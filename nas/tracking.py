@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow.fs
 from ray import tune
 
-from nas.searcher import DIVERGED_KEY, FAILED_KEY, FINAL_KEY, trial_outcome
+from nas.searcher import DIVERGED_KEY, FAILED_KEY, FINAL_KEY, trial_outcome, unscored_reason
 from nas.trainable import ERROR_KEY, NODE_KEY, WEIGHTS_FILE
 from results.run_directory import RunDirectory, new_record, now_iso
 from search_spaces.architecture import Architecture
@@ -105,18 +105,16 @@ class RecordsCallback(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         status, _, _ = trial_outcome(last, self.objectives)
-        error = None
-        if status == "failed" and not last.get(FAILED_KEY):
-            error = "an objective is not a finite number: " + ", ".join(
-                f"{name}={last.get(name)}" for name in self.objectives)
-        self._finish(trial, status, error=error)
+        unscored = unscored_reason(last, self.objectives) if status == "completed" else None
+        self._finish(trial, status, unscored=unscored)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if not self.store.storage.healthy():
             return  # maybe the store's fault (a checkpoint upload): left running, trained again
         self._finish(trial, "failed", error=_error_text(trial))
 
-    def _finish(self, trial: Any, status: str, error: str | None = None) -> None:
+    def _finish(self, trial: Any, status: str, error: str | None = None,
+                unscored: str | None = None) -> None:
         record_id = record_id_of(trial)
         record = self.store.read_record(record_id)
         if record is None:
@@ -124,6 +122,7 @@ class RecordsCallback(tune.Callback):
         record["status"] = status
         if error is not None:
             record["error"] = error
+        record["unscored"] = unscored
         if status == "completed" and record["metrics"]:
             record["objectives"] = {name: record["metrics"].get(name, math.nan)
                                     for name in self.objectives}

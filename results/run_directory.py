@@ -75,6 +75,8 @@ def new_record(trial_id: str, number: int, status: str, architecture: Mapping[st
     number: Optuna's trial number (sampling order; rejected candidates take numbers too).
     optuna_state: what the searcher told Optuna (COMPLETE / PRUNED / FAIL), null until told.
     node: where the trial ran ({node_id, ip, hostname, pid} of its Ray worker), null until known.
+    unscored: why a completed trial has no value for an objective (its run never reached the
+    training loss that objective is read at); such a trial is on no front. Null otherwise.
     """
     if status not in STATUSES:
         raise ValueError(f"status: unknown trial status {status!r} (known: {list(STATUSES)})")
@@ -84,6 +86,7 @@ def new_record(trial_id: str, number: int, status: str, architecture: Mapping[st
         "metrics": {}, "history": [], "objectives": {}, "error": None, "rejection": None,
         "epochs_done": 0, "epochs_budget": epochs_budget, "started": None, "ended": None,
         "wall_time_s": None, "weights": None, "optuna_state": None, "node": None,
+        "unscored": None,
     }
     unknown = sorted(set(fields) - set(record))
     if unknown:

@@ -26,7 +26,7 @@ STAGE_FIELDS = ("block", "depth", "width", "stride", "head_size", "expansion", "
 _FIXED = ("trial_id", "number", "status", "arch_id", "layout", "depths", "widths", "num_stages",
           "stem_kind", "stem_width", "stem_patch_size", "resolution", "in_channels", "num_classes",
           "head", "params", "flops", "epochs_done", "epochs_budget", "wall_time_s", "started",
-          "ended", "error", "rejection", "weights", "optuna_state", "pareto_rank")
+          "ended", "error", "unscored", "rejection", "weights", "optuna_state", "pareto_rank")
 
 __all__ = ["COMPLETED", "STATUSES", "load_table", "save_table", "table_objectives"]
 
@@ -38,7 +38,7 @@ def load_table(run_dir: str | Path | RunDirectory | Run) -> pd.DataFrame:
     (stem_*, resolution, head, s<i>_block/depth/width/stride/head_size/expansion/pos_embed),
     params, flops, every last-epoch metric under its own name (`metric_<name>` if the name is
     taken), `obj_<name>` per objective the search used, epochs, wall_time_s, started/ended,
-    error, rejection, weights, optuna_state, and pareto_rank (completed trials only, else NaN).
+    error, unscored, rejection, weights, optuna_state, and pareto_rank (completed trials only, else NaN).
     `table.attrs` holds the run's `objectives`, `run_dir`, `summary` and the `unreadable` records
     that were skipped."""
     run = run_dir if isinstance(run_dir, Run) else read_run(run_dir)
@@ -114,7 +114,7 @@ def _row(record: dict, arch: Architecture) -> dict[str, Any]:
         row[f"obj_{name}"] = _number(value)
     for key in ("epochs_done", "epochs_budget", "wall_time_s"):
         row[key] = _number(record.get(key))
-    for key in ("started", "ended", "error", "rejection", "weights", "optuna_state"):
+    for key in ("started", "ended", "error", "unscored", "rejection", "weights", "optuna_state"):
         row[key] = record.get(key)
     return row
 
@@ -143,7 +143,7 @@ def _column_order(rows: list[dict]) -> list[str]:
             "num_classes", "head"]
     max_stages = max((row["num_stages"] for row in rows), default=0)
     stages = [f"s{i}_{field}" for i in range(1, max_stages + 1) for field in STAGE_FIELDS]
-    tail = ["epochs_done", "epochs_budget", "wall_time_s", "started", "ended", "error",
+    tail = ["epochs_done", "epochs_budget", "wall_time_s", "started", "ended", "error", "unscored",
             "rejection", "weights", "optuna_state"]
     metrics = [c for c in seen if c not in head and c not in stages and c not in tail
                and c not in ("params", "flops") and not c.startswith("obj_")]

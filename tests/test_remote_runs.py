@@ -42,6 +42,9 @@ def tiny_config(tmp: Path, **changes) -> Path:
                   "train": {"epochs": 2, "batch_size": 32, "steps_per_epoch": 3,
                             "eval_batch_size": 512}},
         "num_trials": 4,
+        # readings every run has: these runs are too short to reach train.matched_loss
+        "objectives": [{"name": "val_acc", "direction": "max"},
+                       {"name": "fit_full", "direction": "max"}],
         "budget": {"max_flops": 2_500_000, "max_params": 400_000},
         "scheduler": {"name": "none"},  # every trial trains its whole budget and keeps weights
         "resources": {"cpus_per_trial": 1, "max_concurrent_trials": 2, "num_cpus": 2},

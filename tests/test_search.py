@@ -26,6 +26,7 @@ from nas.config import SearchConfig, default_config, load_config
 from nas.searcher import BudgetedOptunaSearch, make_sampler
 from nas.study import create_study, load_study
 from results.objectives import Objective
+from results.table import load_table
 from search_spaces.architecture import Architecture
 from search_spaces.model import build_model
 from search_spaces.space import default_space
@@ -119,6 +120,31 @@ def trained(run: records.Run) -> list[dict]:
 
 
 # ---- the real search -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_run_that_never_reaches_the_matched_loss_is_completed_but_unscored(tmp_path, capsys):
+    """The default objectives read val acc where the training loss comes down to
+    train.matched_loss; a run too short to get there trained its whole budget without error:
+    completed, not failed, with the reason recorded, Optuna told no made-up value, on no front."""
+    from nas.search import search
+
+    config = tiny_config(tmp_path, num_trials=2, scheduler={"name": "none"})
+    del config["objectives"]  # the defaults
+    config["trial"]["train"].update(epochs=1, steps_per_epoch=2, matched_loss=0.05)
+    summary = search(SearchConfig.from_dict(config), run_dir=tmp_path / "run")
+    run = records.read_run(summary.run_dir)
+    ran = trained(run)
+    assert len(ran) == 2
+    for r in ran:
+        assert r["status"] == "completed" and r["error"] is None, r
+        assert r["metrics"]["train_loss_small"] > 0.05
+        assert math.isnan(r["objectives"]["val_acc_at_matched_loss"])
+        assert "train.matched_loss" in r["unscored"] and r["optuna_state"] == "PRUNED"
+    table = load_table(run)
+    assert table["pareto_rank"].isna().all() and table["unscored"].notna().sum() == 2
+    assert json.loads((summary.run_dir / "summary.json").read_text())["pareto_front"] == []
+    assert "2 completed without a value for every objective" in capsys.readouterr().out
+
 
 @pytest.mark.slow
 def test_search_records_every_trial_architecture_cost_and_metrics(run):
@@ -291,10 +317,10 @@ def test_searcher_prices_before_suggesting_and_tells_optuna_what_happened(tmp_pa
     searcher.on_trial_complete("t2", {**done, "final": 1.0, "diverged": 1.0})
     searcher.on_trial_complete("t3", {**done, "final": 1.0, "failed": 1.0})
     searcher.on_trial_complete("t4", None, error=True)                        # Ray saw an error
-    searcher.on_trial_complete("t5", {"gap": math.nan, "fit_full": 0.5, "final": 1.0})
+    searcher.on_trial_complete("t5", {"gap": math.nan, "fit_full": 0.5, "final": 1.0})  # unscored
     states = {t.number: t for t in searcher.study.get_trials(deepcopy=False)}
     expect = {"t0": "COMPLETE", "t1": "PRUNED", "t2": "FAIL", "t3": "FAIL", "t4": "FAIL",
-              "t5": "FAIL"}
+              "t5": "PRUNED"}
     for trial_id, state in expect.items():
         number = configs[int(trial_id[1])]["number"]
         assert states[number].state.name == state, trial_id
