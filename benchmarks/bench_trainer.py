@@ -5,10 +5,11 @@ of the training images computed once) and each regularizer.
 All train the same architecture (same init) on digits in memory with AdamW, batches of the same
 size. The machine is shared and noisy, so they run interleaved in short chunks of a few steps, in
 a shuffled order each round, and the medians of the chunk times are compared. All use the
-channels_last layout (a plain NCHW bare loop is timed too, to show what that layout buys). The trainer's
-per-epoch evaluation (an eval-mode pass over the training and validation sets) is measurement, not
-training, and is timed separately, as is the one-time teacher pass of `teacher_pass: once`. The
-teacher is a convnet of the student's own size (the C-C-C-C bench network, its own weights).
+channels_last layout (a plain NCHW bare loop is timed too, to show what that layout buys). The
+trainer's per-epoch evaluation (an eval-mode pass over the training and validation sets) is
+measurement, not training, and is timed separately, as is the one-time teacher pass of
+`teacher_pass: once`. The teacher is a convnet of the student's own size (the C-C-C-C bench
+network, its own weights).
 
     python benchmarks/bench_trainer.py [--rounds 40] [--chunk 4] [--resolution 16] [--threads 1]
 """
@@ -108,7 +109,8 @@ def main() -> None:
                "trainer": lambda: trainer.train_steps(args.chunk)[1],
                "trainer + augmentation": lambda: augmenting.train_steps(args.chunk)[1]}
     for name, recipe in recipes.items():
-        runners[name] = (lambda t: lambda: t.train_steps(args.chunk)[1])(Trainer(arch, data, recipe))
+        trainer_with = Trainer(arch, data, recipe)
+        runners[name] = (lambda t: lambda: t.train_steps(args.chunk)[1])(trainer_with)
     for run in runners.values():
         run()  # warm-up
     times: dict[str, list[float]] = {name: [] for name in runners}
@@ -126,15 +128,16 @@ def main() -> None:
         overhead = 100 * (median / medians["bare loop"] - 1)
         versus = "" if name in ("bare loop", "trainer") else \
             f", {100 * (median / medians['trainer'] - 1):+5.1f} % vs trainer"
-        print(f"{name:47} {images / median:8.0f} images/s  ({overhead:+5.1f} % time vs bare loop{versus})")
+        print(f"{name:47} {images / median:8.0f} images/s  "
+              f"({overhead:+5.1f} % time vs bare loop{versus})")
     teacher = load_teacher(once.distill, data, torch.device("cpu"))
     started = time.perf_counter()
     teacher.split_logits(data.train)
     once_s = time.perf_counter() - started
-    print(f"teacher once: its pass over the {len(data.train_y)} training images takes {once_s:.2f} s, "
-          f"paid once per training set (about "
-          f"{once_s / (medians['trainer + distillation, teacher per batch'] - medians['trainer']) * args.chunk:.0f}"
-          f" steps of the per-batch teacher's overhead)")
+    per_step = (medians["trainer + distillation, teacher per batch"] - medians["trainer"]) / args.chunk
+    print(f"teacher once: its pass over the {len(data.train_y)} training images takes "
+          f"{once_s:.2f} s, paid once per training set (the per-batch teacher's overhead of "
+          f"about {once_s / per_step:.0f} steps)")
     evaluation = [time.perf_counter()]
     trainer.evaluate(trainer.train_set)
     trainer.evaluate(trainer.val_set)

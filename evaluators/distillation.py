@@ -1,4 +1,5 @@
-"""Distillation from a trained teacher, as DeiT (Touvron et al. 2020) trains attention on little data.
+"""Distillation from a trained teacher, as DeiT (Touvron et al. 2020) trains attention on little
+data.
 
 - The teacher: an exported config with trained weights from any earlier run (`results.export`
   writes them; read here through `evaluators.saved_model`), or `preset:NAME` with a weights file.
@@ -83,12 +84,14 @@ class DistillConfig:
 
 
 def check_distill_options(mode: str, temperature: float, alpha: float, teacher_pass: str,
-                          where: str = "train.distill", error: type[FieldError] = FieldError) -> None:
+                          where: str = "train.distill",
+                          error: type[FieldError] = FieldError) -> None:
     """`error` naming `where`.FIELD unless the options are valid."""
     if mode not in DISTILL_MODES:
         raise error(f"{where}.mode", f"must be one of {list(DISTILL_MODES)}, got {mode!r}")
     if teacher_pass not in TEACHER_PASSES:
-        raise error(f"{where}.teacher_pass", f"must be one of {list(TEACHER_PASSES)}, got {teacher_pass!r}")
+        raise error(f"{where}.teacher_pass",
+                    f"must be one of {list(TEACHER_PASSES)}, got {teacher_pass!r}")
     if not temperature > 0:
         raise error(f"{where}.temperature", f"must be > 0, got {temperature}")
     if not 0 <= alpha <= 1:
@@ -119,12 +122,15 @@ class Teacher:
             parameter.requires_grad_(False)
         self.loader = BatchLoader(data.mean, data.std, device)
         # x_teacher = (x * std_s + mean_s - mean_t) / std_t, per channel
-        mean_s, std_s = (torch.tensor(v, dtype=torch.float32, device=device) for v in (data.mean, data.std))
-        mean_t = mean_s if mean is None else torch.tensor(mean, dtype=torch.float32, device=device)
-        std_t = std_s if std is None else torch.tensor(std, dtype=torch.float32, device=device)
+        def channels(values: tuple[float, ...]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+        mean_s, std_s = channels(data.mean), channels(data.std)
+        mean_t = mean_s if mean is None else channels(mean)
+        std_t = std_s if std is None else channels(std)
         self.renormalise = None
         if not (torch.equal(mean_s, mean_t) and torch.equal(std_s, std_t)):
-            self.renormalise = ((std_s / std_t).view(1, -1, 1, 1), ((mean_s - mean_t) / std_t).view(1, -1, 1, 1))
+            self.renormalise = (std_s / std_t, (mean_s - mean_t) / std_t)
         self._logits: dict[int, tuple[ImageSplit, torch.Tensor]] = {}
 
     @torch.no_grad()  # not inference mode: the logits become training targets of a student
@@ -142,8 +148,10 @@ class Teacher:
         split and kept (on the device)."""
         held = self._logits.get(id(split))
         if held is None or held[0] is not split:
-            chunks = [self.logits(self.loader.load(split, torch.arange(start, min(start + batch_size, len(split))))[0])
-                      for start in range(0, len(split), batch_size)]
+            chunks = []
+            for start in range(0, len(split), batch_size):
+                positions = torch.arange(start, min(start + batch_size, len(split)))
+                chunks.append(self.logits(self.loader.load(split, positions)[0]))
             held = (split, torch.cat(chunks))
             self._logits[id(split)] = held
         return held[1]
@@ -178,7 +186,8 @@ def load_teacher(config: DistillConfig, data: ImageData, device: torch.device) -
     return Teacher(model, arch, data, device, mean, std)
 
 
-def check_teacher_fits(arch: Architecture, data: ImageData, preprocessing: Mapping[str, Any] | None) -> None:
+def check_teacher_fits(arch: Architecture, data: ImageData,
+                       preprocessing: Mapping[str, Any] | None) -> None:
     """FieldError naming `train.distill.teacher` unless the teacher reads the student's images
     and predicts the same classes."""
     for field, teacher_has, data_has in (("num_classes", arch.num_classes, data.num_classes),
@@ -187,7 +196,8 @@ def check_teacher_fits(arch: Architecture, data: ImageData, preprocessing: Mappi
         if teacher_has != data_has:
             raise FieldError("train.distill.teacher",
                              f"the teacher has {field} {teacher_has}, the data set {data.name!r} "
-                             f"{data_has}: a teacher must read the student's images and predict its classes")
+                             f"{data_has}: a teacher must read the student's images and predict "
+                             "its classes")
     names = (preprocessing or {}).get("class_names")
     if names is not None and list(names) != list(data.class_names):
         raise FieldError("train.distill.teacher",

@@ -36,7 +36,8 @@ class BatchMixer:
                  seed_from: torch.Generator):
         if mixup_alpha <= 0 and cutmix_alpha <= 0:
             raise ValueError("BatchMixer needs mixup_alpha > 0 or cutmix_alpha > 0")
-        self.mixup_alpha, self.cutmix_alpha, self.switch_prob = mixup_alpha, cutmix_alpha, switch_prob
+        self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
+        self.switch_prob = switch_prob
         # One proportion per batch, drawn on the host (Beta has no torch.Generator sampler); seeded
         # by a draw from the trial's generator, so the trial's seed fixes it.
         seed = int(torch.randint(0, 2 ** 62, (1,), generator=seed_from))
@@ -70,7 +71,8 @@ def cutmix(images: torch.Tensor, lam: float, rng: np.random.Generator) -> Mixed:
 
 def mix_targets(targets: torch.Tensor, lam: float, num_classes: int) -> torch.Tensor:
     """Targets of a mixed batch: lam * own + (1 - lam) * the reversed batch's, as (B, num_classes)
-    probabilities. `targets`: (B,) class indices or (B, num_classes) probabilities. Each row sums to 1."""
+    probabilities (each row sums to 1). `targets`: (B,) class indices or (B, num_classes)
+    probabilities."""
     if targets.dim() == 1:
         targets = F.one_hot(targets, num_classes).float()
     return targets * lam + targets.flip(0) * (1.0 - lam)
@@ -105,6 +107,7 @@ def random_erasing(images: torch.Tensor, probability: float, generator: torch.Ge
     cols = torch.arange(width, device=device)[None, :]
     in_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])  # (B, H)
     in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])  # (B, W)
-    mask = (in_rows[:, :, None] & in_cols[:, None, :] & erase[:, None, None])[:, None]  # (B, 1, H, W)
+    mask = in_rows[:, :, None] & in_cols[:, None, :] & erase[:, None, None]  # (B, H, W)
+    mask = mask[:, None]  # (B, 1, H, W)
     noise = torch.randn(images.shape, device=device, generator=generator, dtype=images.dtype)
     return torch.where(mask, noise, images)

@@ -3,7 +3,8 @@ weights relative to the file, the input normalisation they expect) and a state_d
 
 Read here, one floor below `results`, so that a trainer can rebuild a distillation teacher from any
 earlier run's exported config; `results.export` writes these configs and rebuilds them through the
-same functions. Configs are read with `yaml.safe_load`, weights with `torch.load(weights_only=True)`.
+same functions. Configs are read with `yaml.safe_load`, weights with
+`torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -72,11 +73,12 @@ def saved_model_from_mapping(path: str | Path, data: dict) -> SavedModel:
     if weights is not None:
         if not isinstance(weights, str):
             raise SavedModelError(f"weights: expected a file path, got {weights!r}", path)
-        weights = Path(weights) if Path(weights).is_absolute() else (path.parent / weights).resolve()
+        weights = Path(weights)
+        weights = weights if weights.is_absolute() else (path.parent / weights).resolve()
     preprocessing = data.get("input") if exported else None
     if preprocessing is not None and not isinstance(preprocessing, dict):
-        raise SavedModelError(f"input: expected a mapping (data, mean, std, class_names), got {preprocessing!r}",
-                    path)
+        raise SavedModelError("input: expected a mapping (data, mean, std, class_names), got "
+                              f"{preprocessing!r}", path)
     return SavedModel(path, arch, data.get("arch_id") if exported else None, weights, preprocessing)
 
 

@@ -30,8 +30,8 @@ from evaluators.augment import Augment
 from evaluators.batches import BatchLoader, ImageSplit
 from evaluators.curves import value_at_loss
 from evaluators.data import ImageData
-from evaluators.distillation import (DistillationLoss, DistillConfig, Teacher, agreement, load_teacher,
-                                     student_architecture, teacher_targets)
+from evaluators.distillation import (DistillationLoss, DistillConfig, Teacher, agreement,
+                                     load_teacher, student_architecture, teacher_targets)
 from evaluators.regularizers import BatchMixer, mix_targets, random_erasing
 from search_spaces.architecture import Architecture
 from search_spaces.fields import FieldError, from_mapping
@@ -215,7 +215,8 @@ class Trainer:
             if isinstance(self.model, HybridNet):
                 self.model.set_distilled_training(True)
             if config.distill.teacher_pass == "once":
-                self._teacher_train_logits = self.teacher.split_logits(self.train_set, config.eval_batch_size)
+                self._teacher_train_logits = self.teacher.split_logits(self.train_set,
+                                                                       config.eval_batch_size)
         self.epoch = self.step = 0
         self.status, self.error = "running", None
         self.history: list[Metrics] = []
@@ -277,7 +278,8 @@ class Trainer:
             "wall_time_s": time.perf_counter() - self._started,
         }
         if self.teacher is not None:
-            metrics["teacher_agreement"] = agreement(val_predictions, self.teacher.predictions(self.val_set))
+            metrics["teacher_agreement"] = agreement(val_predictions,
+                                                     self.teacher.predictions(self.val_set))
         if self.epoch >= config.epochs:
             self.status = "completed"
         self.history.append(metrics)
@@ -314,7 +316,8 @@ class Trainer:
             if self.distillation_loss is not None:
                 loss = self.distillation_loss(logits, targets, self._from_teacher(x, idx, lam))
             else:
-                loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
+                loss = F.cross_entropy(logits.float(), targets,
+                                       label_smoothing=config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip is not None:

@@ -103,7 +103,7 @@ class AttentionStage(nn.Module):
             patches = x[:, prefix:] + self.position_embedding(grid)
             x = torch.cat([x[:, :prefix], patches], dim=1) if prefix else patches
         if self.class_token is not None:
-            prefix = [self.class_token] + ([self.distill_token] if self.distill_token is not None else [])
+            prefix = [t for t in (self.class_token, self.distill_token) if t is not None]
             # (B, P + H*W, C): class token, [distillation token,] patches
             x = torch.cat([token.expand(x.shape[0], -1, -1) for token in prefix] + [x], dim=1)
         for block in self.blocks:

@@ -111,9 +111,10 @@ def comparison_cells(config: StudyConfig, num_classes: int, in_channels: int) ->
         plain = list(dict.fromkeys([d.teacher, *d.layouts]))
         for seed in d.seeds or config.seeds:
             teacher = Cell(d.teacher, d.size, seed, layouts[d.teacher], DISTILLATION, PLAIN)
-            cells += [Cell(name, d.size, seed, layouts[name], DISTILLATION, PLAIN) for name in plain]
-            cells += [Cell(name, d.size, seed, layouts[name], DISTILLATION, DISTILLED, teacher.cell_id)
-                      for name in d.layouts]
+            cells += [Cell(name, d.size, seed, layouts[name], DISTILLATION, PLAIN)
+                      for name in plain]
+            cells += [Cell(name, d.size, seed, layouts[name], DISTILLATION, DISTILLED,
+                           teacher.cell_id) for name in d.layouts]
     if config.convit is not None:
         c = config.convit
         stacks = convit_architectures(config, num_classes, in_channels)
@@ -132,18 +133,23 @@ def training_set(data: ImageData, size: SizeConfig, seed: int) -> ImageData:
 
 def cell_training(study: StudyConfig, cell: dict[str, Any]) -> tuple[TrainConfig, int]:
     """The cell's training config (its comparison's recipe; a distilled arm's teacher from
-    `teacher_config`, the config the driver wrote for the teacher's run) and its evaluations."""
+    `teacher_config`, the config the driver wrote for the teacher's run) and its evaluations.
+    A run is trained in `evaluations` epochs, and `warmup_epochs` counts the study's epochs: a
+    comparison measured a different number of times keeps the same warmup share of its steps."""
     comparison = cell.get("comparison", LAYOUTS)
     if comparison == LAYOUTS:
         return study.train, study.evaluations
     section = study.distillation if comparison == DISTILLATION else study.convit
     train = study.comparison_train(section.train)
+    evaluations = section.evaluations or study.evaluations
+    if evaluations != study.evaluations:
+        train = train.replace(warmup_epochs=train.warmup_epochs * evaluations / study.evaluations)
     if cell.get("arm") == DISTILLED:
         d = study.distillation
         train = train.replace(distill=DistillConfig(cell["teacher_config"], mode=d.mode,
                                                     temperature=d.temperature, alpha=d.alpha,
                                                     teacher_pass=d.teacher_pass))
-    return train, section.evaluations or study.evaluations
+    return train, evaluations
 
 
 def train_cell(config: dict[str, Any]) -> None:
@@ -189,7 +195,8 @@ def train_cell(config: dict[str, Any]) -> None:
                                    seed=10_000 + cell["seed"])
             final["heldout_loss"], final["heldout_acc"] = trainer.evaluate(ImageSplit.in_memory(x, y))
         if completed and cell.get("comparison") == DISTILLATION:
-            final["val_predictions"] = ",".join(map(str, trainer.predicted_classes(data.val).tolist()))
+            predicted = trainer.predicted_classes(data.val).tolist()
+            final["val_predictions"] = ",".join(map(str, predicted))
         if trainer.error:
             final["error_text"] = trainer.error
         if completed and cell.get("comparison") == DISTILLATION and cell["arm"] == PLAIN and \

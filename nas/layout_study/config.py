@@ -133,8 +133,8 @@ class ConvitComparison:
     train: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sizes": [s.to_dict() for s in self.sizes], "width": self.width, "depth": self.depth,
-                "local_blocks": self.local_blocks, "head_size": self.head_size,
+        return {"sizes": [s.to_dict() for s in self.sizes], "width": self.width,
+                "depth": self.depth, "local_blocks": self.local_blocks, "head_size": self.head_size,
                 "patch_size": self.patch_size,
                 "seeds": None if self.seeds is None else list(self.seeds),
                 "evaluations": self.evaluations, "train": dict(self.train)}
@@ -266,8 +266,8 @@ def load_study_config(path: str | Path | None = None, quick: bool = False) -> St
 
 def _distillation(value: Any) -> DistillationComparison:
     where = "distillation"
-    values = dict(check_keys(value, where, {f.name for f in dataclasses.fields(DistillationComparison)},
-                             error=StudyConfigError))
+    names = {f.name for f in dataclasses.fields(DistillationComparison)}
+    values = dict(check_keys(value, where, names, error=StudyConfigError))
     if "size" in values:
         values["size"] = parse_size(values["size"], f"{where}.size")
     if "layouts" in values:
@@ -295,8 +295,9 @@ def _comparison_common(values: dict[str, Any], where: str) -> None:
         values["seeds"] = tuple(typed(s, "int", f"{where}.seeds[{i}]", StudyConfigError)
                                 for i, s in enumerate(_list(values["seeds"], f"{where}.seeds")))
     if "train" in values:
-        train = dict(check_keys(values["train"] or {}, f"{where}.train",
-                                {f.name for f in dataclasses.fields(TrainConfig)}, error=StudyConfigError))
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        train = dict(check_keys(values["train"] or {}, f"{where}.train", names,
+                                error=StudyConfigError))
         fixed = sorted(set(train) & set(FIXED_TRAIN_FIELDS))
         if fixed:
             raise StudyConfigError(f"{where}.train.{fixed[0]}", "a comparison changes the recipe, "
@@ -382,9 +383,10 @@ def _validate_comparison(config: StudyConfig, where: str,
     evaluations = comparison.evaluations or config.evaluations
     if comparison.evaluations is not None and comparison.evaluations < 2:
         raise StudyConfigError(f"{where}.evaluations", "must be >= 2 (a curve needs two points)")
-    sizes = [comparison.size] if isinstance(comparison, DistillationComparison) else comparison.sizes
+    distillation = isinstance(comparison, DistillationComparison)
+    sizes = [comparison.size] if distillation else comparison.sizes
     for i, size in enumerate(sizes):
-        field_name = "size" if isinstance(comparison, DistillationComparison) else f"sizes[{i}]"
+        field_name = "size" if distillation else f"sizes[{i}]"
         if size.steps < evaluations:
             raise StudyConfigError(f"{where}.{field_name}.steps",
                                    f"{size.steps} steps cannot hold {evaluations} evaluations")
@@ -392,13 +394,14 @@ def _validate_comparison(config: StudyConfig, where: str,
             value = getattr(size, name)
             if value is not None and value < 1:
                 raise StudyConfigError(f"{where}.{field_name}.{name}", f"must be >= 1, got {value}")
-    if isinstance(comparison, DistillationComparison):
+    if distillation:
         check_distill_options(comparison.mode, comparison.temperature, comparison.alpha,
                               comparison.teacher_pass, where, StudyConfigError)
     else:
         for name in ("width", "depth", "head_size", "patch_size"):
-            if getattr(comparison, name) < 1:
-                raise StudyConfigError(f"{where}.{name}", f"must be >= 1, got {getattr(comparison, name)}")
+            value = getattr(comparison, name)
+            if value < 1:
+                raise StudyConfigError(f"{where}.{name}", f"must be >= 1, got {value}")
         if not 0 < comparison.local_blocks < comparison.depth:
             raise StudyConfigError(f"{where}.local_blocks", f"must be in [1, depth - 1 = "
                                    f"{comparison.depth - 1}], got {comparison.local_blocks}")

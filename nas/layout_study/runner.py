@@ -240,7 +240,8 @@ def _fit(study: StudyDirectory, config: StudyConfig, cells: list[dict[str, Any]]
     session = datetime.now(timezone.utc).strftime("session-%Y%m%d-%H%M%S-%f")
     tuner = tune.Tuner(
         tune.with_resources(train_cell, {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial}),
-        param_space={"cell": tune.grid_search(cells), "study": config.to_dict(), "threads": r.threads},
+        param_space={"cell": tune.grid_search(cells), "study": config.to_dict(),
+                     "threads": r.threads},
         tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=r.max_concurrent_trials,
                                     reuse_actors=True, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(name=session, storage_path=str(study.root / RAY_DIR),

@@ -36,7 +36,8 @@ def comparison_table(cells: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for c in cells:
         last = (c.get("curve") or [{}])[-1] if c["status"] == "completed" else {}
-        teacher = teachers.get((c["size"], c["seed"])) if c["comparison"] == "distillation" else None
+        distilled = c["comparison"] == "distillation"
+        teacher = teachers.get((c["size"], c["seed"])) if distilled else None
         agreement = math.nan
         if c["cell_id"] in predictions and teacher in predictions:
             agreement = float((predictions[c["cell_id"]] == predictions[teacher]).mean())
@@ -51,7 +52,8 @@ def comparison_table(cells: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
-def mean_interval(values: Sequence[float], resamples: int, rng: np.random.Generator) -> dict[str, Any]:
+def mean_interval(values: Sequence[float], resamples: int,
+                  rng: np.random.Generator) -> dict[str, Any]:
     """{mean, interval_95, seeds}: the mean of per-seed values and the 2.5/97.5 percentiles of the
     means of seeds resampled with replacement (NaN values left out; all NaN if none is left)."""
     values = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
@@ -74,7 +76,8 @@ def verdict(difference: Mapping[str, Any]) -> str:
 
 
 def _paired(frame: pd.DataFrame, column: str, key: str, first: str, second: str) -> list[float]:
-    """Per seed, `column` of the `second` row minus that of the `first` (rows told apart by `key`)."""
+    """Per seed, `column` of the `second` row minus that of the `first` (rows told apart by
+    `key`)."""
     wide = frame.pivot_table(index="seed", columns=key, values=column, aggfunc="first")
     if first not in wide or second not in wide:
         return []
@@ -96,14 +99,16 @@ def distillation_readings(table: pd.DataFrame, teacher: str, resamples: int = 20
     for layout in students:
         runs = rows[rows["layout"] == layout]
         reading: dict[str, Any] = {}
-        for column, name in (("final_val_acc", "val_acc"), ("teacher_agreement", "teacher_agreement")):
+        for column, name in (("final_val_acc", "val_acc"),
+                             ("teacher_agreement", "teacher_agreement")):
             reading[name] = {arm: mean_interval(runs.loc[runs["arm"] == arm, column].tolist(),
                                                 resamples, rng) for arm in ("plain", "distilled")}
             reading[name]["difference"] = mean_interval(
                 _paired(runs, column, "arm", "plain", "distilled"), resamples, rng)
             reading[name]["verdict"] = verdict(reading[name]["difference"])
-        gap = {arm: (teacher_acc - runs[runs["arm"] == arm].set_index("seed")["final_val_acc"]).dropna()
-               for arm in ("plain", "distilled")}
+        accuracy = {arm: runs[runs["arm"] == arm].set_index("seed")["final_val_acc"]
+                    for arm in ("plain", "distilled")}
+        gap = {arm: (teacher_acc - values).dropna() for arm, values in accuracy.items()}
         reading["gap_to_teacher"] = {arm: mean_interval(values.tolist(), resamples, rng)
                                      for arm, values in gap.items()}
         out["layouts"][layout] = reading
@@ -123,8 +128,8 @@ def convit_readings(table: pd.DataFrame, sizes: Sequence[str], resamples: int = 
         runs = rows[rows["size"] == size]
         reading = {name: mean_interval(runs.loc[runs["layout"] == name, "final_val_acc"].tolist(),
                                        resamples, rng) for name in (DEIT, CONVIT)}
-        reading["difference"] = mean_interval(_paired(runs, "final_val_acc", "layout", DEIT, CONVIT),
-                                              resamples, rng)
+        reading["difference"] = mean_interval(
+            _paired(runs, "final_val_acc", "layout", DEIT, CONVIT), resamples, rng)
         reading["verdict"] = verdict(reading["difference"])
         per_size[size] = reading
     differences = [per_size[s]["difference"]["mean"] for s in sizes]
@@ -135,8 +140,10 @@ def convit_readings(table: pd.DataFrame, sizes: Sequence[str], resamples: int = 
                                   and differences[-1] < differences[0]}
 
 
-def comparison_readings(table: pd.DataFrame, teacher: str | None, convit_sizes: Sequence[str] | None,
-                        resamples: int = 2000) -> dict[str, Any]:
+def comparison_readings(table: pd.DataFrame, teacher: str | None,
+                        convit_sizes: Sequence[str] | None, resamples: int = 2000) -> dict[str, Any]:
     """What rankings.json holds for the comparisons the study ran (None for one it did not)."""
-    return {"distillation": None if teacher is None else distillation_readings(table, teacher, resamples),
-            "convit": None if convit_sizes is None else convit_readings(table, convit_sizes, resamples)}
+    return {"distillation": None if teacher is None else
+            distillation_readings(table, teacher, resamples),
+            "convit": None if convit_sizes is None else
+            convit_readings(table, convit_sizes, resamples)}
