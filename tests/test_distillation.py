@@ -273,9 +273,9 @@ def test_distill_options_are_checked_and_errors_name_the_field(tmp_path, trained
         ({"drop_path": 1.0}, r"train\.drop_path: must be in \[0, 1\)"),
         ({"random_erasing": -0.1}, r"train\.random_erasing: must be in \[0, 1\]"),
     ]
-    for train, message in cases:
+    for options, message in cases:
         with pytest.raises(FieldError, match=message):
-            TrainConfig.from_dict(train)
+            TrainConfig.from_dict(options)
     with pytest.raises(FieldError, match=r"^trial\.train\.distill\.mode: must be one of"):
         TrialConfig.from_dict({"train": {"distill": {"teacher": trained_teacher, "mode": "x"}}})
     with pytest.raises(FieldError, match=r"^search\.trial\.train\.distill\.teacher: no such file"):

@@ -246,8 +246,8 @@ class StudyConfig:
 
 
 def load_study_config(path: str | Path | None = None, quick: bool = False) -> StudyConfig:
-    """Read a study config from YAML; None = the built-in protocol (`quick`: the one that runs in
-    under 20 minutes on two CPU cores)."""
+    """Read a study config from YAML; None = the built-in protocol (`quick`: the one sized for
+    half an hour on two CPU cores)."""
     if path is None:
         text = resources.files("nas").joinpath(QUICK_CONFIG if quick else FULL_CONFIG).read_text()
         where = "built-in " + (QUICK_CONFIG if quick else FULL_CONFIG)
