@@ -1,11 +1,15 @@
-"""Trainer throughput against a bare PyTorch loop on the same model, data and batches.
+"""Trainer throughput against a bare PyTorch loop on the same model, data and batches, and what
+DeiT's recipe costs on top: distillation (the teacher's forward pass on every batch, or its logits
+of the training images computed once) and each regularizer.
 
-Both train the same architecture (same init) on digits in memory with AdamW, batches of the same
+All train the same architecture (same init) on digits in memory with AdamW, batches of the same
 size. The machine is shared and noisy, so they run interleaved in short chunks of a few steps, in
-a shuffled order each round, and the medians of the chunk times are compared. Both use the
-channels_last layout (a plain NCHW bare loop is timed too, to show what that layout buys). The trainer's
-per-epoch evaluation (an eval-mode pass over the training and validation sets) is measurement, not
-training, and is timed separately.
+a shuffled order each round, and the medians of the chunk times are compared. All use the
+channels_last layout (a plain NCHW bare loop is timed too, to show what that layout buys). The
+trainer's per-epoch evaluation (an eval-mode pass over the training and validation sets) is
+measurement, not training, and is timed separately, as is the one-time teacher pass of
+`teacher_pass: once`. The teacher is a convnet of the student's own size (the C-C-C-C bench
+network, its own weights).
 
     python benchmarks/bench_trainer.py [--rounds 40] [--chunk 4] [--resolution 16] [--threads 1]
 """
@@ -15,12 +19,16 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from evaluators.data import load_data
+from evaluators.distillation import DistillConfig, load_teacher
 from evaluators.trainer import TrainConfig, Trainer, channels_last
 from search_spaces.architecture import Architecture, Stage, Stem
 from search_spaces.model import build_model
@@ -83,10 +91,26 @@ def main() -> None:
     bare = BareLoop(arch, data.train_x, data.train_y, trainer.batch_size, config.lr)
     bare_nchw = BareLoop(arch, data.train_x, data.train_y, trainer.batch_size, config.lr,
                          memory_format=torch.contiguous_format)
+    folder = Path(tempfile.mkdtemp(prefix="bench-trainer-"))
+    teacher_config = write_teacher(folder, arch)
+    per_batch = config.replace(distill=DistillConfig(teacher_config))
+    once = config.replace(distill=DistillConfig(teacher_config, teacher_pass="once"))
+    recipes = {
+        "trainer + distillation, teacher per batch": per_batch,
+        "trainer + distillation, teacher once": once,
+        "trainer + mixup/cutmix": config.replace(mixup=0.8, cutmix=1.0),
+        "trainer + drop path 0.1": config.replace(drop_path=0.1),
+        "trainer + random erasing 0.25": config.replace(random_erasing=0.25),
+        "trainer + DeiT recipe (all, teacher per batch)": per_batch.replace(
+            augment=True, mixup=0.8, cutmix=1.0, drop_path=0.1, random_erasing=0.25),
+    }
     runners = {"bare loop": lambda: bare.train_steps(args.chunk),
                "bare loop, NCHW layout": lambda: bare_nchw.train_steps(args.chunk),
                "trainer": lambda: trainer.train_steps(args.chunk)[1],
                "trainer + augmentation": lambda: augmenting.train_steps(args.chunk)[1]}
+    for name, recipe in recipes.items():
+        trainer_with = Trainer(arch, data, recipe)
+        runners[name] = (lambda t: lambda: t.train_steps(args.chunk)[1])(trainer_with)
     for run in runners.values():
         run()  # warm-up
     times: dict[str, list[float]] = {name: [] for name in runners}
@@ -102,7 +126,18 @@ def main() -> None:
           f"thread(s), {args.rounds} shuffled rounds of {args.chunk} steps each")
     for name, median in medians.items():
         overhead = 100 * (median / medians["bare loop"] - 1)
-        print(f"{name:26} {images / median:8.0f} images/s  ({overhead:+5.1f} % time vs bare loop)")
+        versus = "" if name in ("bare loop", "trainer") else \
+            f", {100 * (median / medians['trainer'] - 1):+5.1f} % vs trainer"
+        print(f"{name:47} {images / median:8.0f} images/s  "
+              f"({overhead:+5.1f} % time vs bare loop{versus})")
+    teacher = load_teacher(once.distill, data, torch.device("cpu"))
+    started = time.perf_counter()
+    teacher.split_logits(data.train)
+    once_s = time.perf_counter() - started
+    per_step = (medians["trainer + distillation, teacher per batch"] - medians["trainer"]) / args.chunk
+    print(f"teacher once: its pass over the {len(data.train_y)} training images takes "
+          f"{once_s:.2f} s, paid once per training set (the per-batch teacher's overhead of "
+          f"about {once_s / per_step:.0f} steps)")
     evaluation = [time.perf_counter()]
     trainer.evaluate(trainer.train_set)
     trainer.evaluate(trainer.val_set)
@@ -110,6 +145,16 @@ def main() -> None:
     epoch = trainer.steps_per_epoch * medians["trainer"] / args.chunk
     print(f"per-epoch evaluation (train + val sets, eval mode): {evaluation[1] - evaluation[0]:.2f} s "
           f"next to {epoch:.2f} s of training ({trainer.steps_per_epoch} steps)")
+
+
+def write_teacher(folder: Path, arch: Architecture) -> str:
+    """An exported config of `arch` with its own (initial) weights: its speed is a trained one's."""
+    torch.manual_seed(1)
+    torch.save(build_model(arch).state_dict(), folder / "teacher.pt")
+    path = folder / "teacher.yaml"
+    path.write_text(yaml.safe_dump({"architecture": arch.to_dict(), "arch_id": arch.arch_id,
+                                    "weights": "teacher.pt"}))
+    return str(path)
 
 
 if __name__ == "__main__":

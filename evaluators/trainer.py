@@ -29,10 +29,13 @@ import torch.nn.functional as F
 from evaluators.augment import Augment
 from evaluators.batches import BatchLoader, ImageSplit
 from evaluators.curves import value_at_loss
-from search_spaces.fields import FieldError, from_mapping
 from evaluators.data import ImageData
+from evaluators.distillation import (DistillationLoss, DistillConfig, Teacher, agreement,
+                                     load_teacher, student_architecture, teacher_targets)
+from evaluators.regularizers import BatchMixer, mix_targets, random_erasing
 from search_spaces.architecture import Architecture
-from search_spaces.model import build_model
+from search_spaces.fields import FieldError, from_mapping
+from search_spaces.model import HybridNet, build_model
 
 Metrics = dict[str, float]
 
@@ -52,6 +55,17 @@ class TrainConfig:
     matched_loss: training loss at which `val_acc_at_matched_loss` is read.
     grad_clip: clip the global gradient norm to this value before each step (null: no clipping;
     ViT and CoAtNet train with 1.0).
+
+    DeiT's recipe for little data, all off by default (DeiT: mixup 0.8, cutmix 1.0, drop_path 0.1,
+    random_erasing 0.25, label_smoothing 0.1):
+    distill: distil from a trained teacher (`evaluators.distillation.DistillConfig`: teacher,
+      weights, mode hard|soft, temperature, alpha, teacher_pass batch|once); null: no teacher.
+    mixup / cutmix: Beta(alpha, alpha) parameter of Mixup / CutMix (0: off); with both on, CutMix
+      is chosen for a batch with probability `mix_switch_prob`. Labels are mixed in the same
+      proportion (soft targets).
+    drop_path: stochastic depth of the last block (0 at the first, linear in between), applied
+      when the model is built (not part of the architecture: same arch_id, same weights).
+    random_erasing: the probability of erasing one random rectangle of an image (to noise).
     """
 
     epochs: int = 10
@@ -71,6 +85,12 @@ class TrainConfig:
     eval_batch_size: int = 512
     train_eval_images: int | None = None
     grad_clip: float | None = None
+    distill: DistillConfig | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mix_switch_prob: float = 0.5
+    drop_path: float = 0.0
+    random_erasing: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -83,6 +103,13 @@ class TrainConfig:
         _require(self.matched_loss > 0, "matched_loss", "must be > 0")
         _require(self.crop_padding is None or self.crop_padding >= 0, "crop_padding", "must be >= 0")
         _require(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "must be > 0 or null")
+        _require(self.distill is None or isinstance(self.distill, DistillConfig), "distill",
+                 "expected a mapping {teacher, mode, ...} or null")
+        for name in ("mixup", "cutmix"):
+            _require(getattr(self, name) >= 0, name, "must be >= 0 (0: off)")
+        for name in ("mix_switch_prob", "random_erasing"):
+            _require(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
+        _require(0 <= self.drop_path < 1, "drop_path", "must be in [0, 1)")
         for name in ("steps_per_epoch", "train_eval_images"):
             value = getattr(self, name)
             _require(value is None or value >= 1, name, "must be >= 1 or null")
@@ -91,7 +118,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        return from_mapping(cls, data, "train")
+        values = dict(data) if isinstance(data, Mapping) else data
+        distill = values.pop("distill", None) if isinstance(values, dict) else None
+        if distill is not None and not isinstance(distill, DistillConfig):
+            distill = DistillConfig.from_dict(distill)
+        return from_mapping(cls, values, "train").replace(distill=distill)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -122,16 +153,29 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """One model on one data set, trained an epoch at a time (`run_epoch`), so that a trial can
     interleave two regimes. Seeded: the model init (global torch seed at construction) and every
-    shuffle and augmentation draw (a private generator) follow `config.seed`."""
+    shuffle, augmentation and regularizer draw (a private generator) follow `config.seed`.
 
-    def __init__(self, arch: Architecture | nn.Module, data: ImageData, config: TrainConfig):
+    With `config.distill`, a class-token architecture trains with DeiT's distillation token
+    (`architecture` is the one trained); `teacher` shares an already loaded teacher (a trial's two
+    regimes use one), else the trainer loads it."""
+
+    def __init__(self, arch: Architecture | nn.Module, data: ImageData, config: TrainConfig,
+                 teacher: Teacher | None = None):
         self.config = config
         self.device = resolve_device(config.device)
         cuda = self.device.type == "cuda"
         if not cuda and config.threads is not None:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
-        model = _build(arch, data) if isinstance(arch, Architecture) else arch
+        if isinstance(arch, Architecture):
+            self.architecture: Architecture | None = \
+                student_architecture(arch) if config.distill is not None else arch
+            model = _build(self.architecture, data, config.drop_path)
+        else:
+            if config.drop_path > 0:
+                raise FieldError("train.drop_path", "stochastic depth is set when the model is "
+                                                    "built: give the trainer an Architecture")
+            self.architecture, model = getattr(arch, "arch", None), arch
         # channels_last: faster convolutions on GPU and, measured here, ~25% on CPU too
         self.model = model.to(self.device, memory_format=torch.channels_last).train()
         self.autocast_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
@@ -157,6 +201,22 @@ class Trainer:
         padding = data.resolution // 8 if config.crop_padding is None else config.crop_padding
         flip = data.flip_invariant if config.flip is None else config.flip
         self.augment = Augment(padding, flip) if config.augment else None
+        self.num_classes = data.num_classes
+        if isinstance(self.model, HybridNet):
+            self.model.set_drop_path_generator(self.generator)
+        self.mixer = None
+        if config.mixup > 0 or config.cutmix > 0:
+            self.mixer = BatchMixer(config.mixup, config.cutmix, config.mix_switch_prob,
+                                    self._order_generator)
+        self.teacher, self.distillation_loss, self._teacher_train_logits = None, None, None
+        if config.distill is not None:
+            self.teacher = teacher or load_teacher(config.distill, data, self.device)
+            self.distillation_loss = DistillationLoss(config.distill, config.label_smoothing)
+            if isinstance(self.model, HybridNet):
+                self.model.set_distilled_training(True)
+            if config.distill.teacher_pass == "once":
+                self._teacher_train_logits = self.teacher.split_logits(self.train_set,
+                                                                       config.eval_batch_size)
         self.epoch = self.step = 0
         self.status, self.error = "running", None
         self.history: list[Metrics] = []
@@ -196,7 +256,7 @@ class Trainer:
         if not math.isfinite(fit_loss):
             return self._diverge(f"training loss became non-finite ({fit_loss}) in epoch {self.epoch}")
         train_loss, train_acc = self.evaluate(self.measured_set)
-        val_loss, val_acc = self.evaluate(self.val_set)
+        val_loss, val_acc, val_predictions = self._measure(self.val_set, self.teacher is not None)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             return self._diverge(f"evaluation loss became non-finite after epoch {self.epoch}")
         losses = [h["train_loss"] for h in self.history] + [train_loss]
@@ -217,6 +277,9 @@ class Trainer:
             "train_time_s": train_time,
             "wall_time_s": time.perf_counter() - self._started,
         }
+        if self.teacher is not None:
+            metrics["teacher_agreement"] = agreement(val_predictions,
+                                                     self.teacher.predictions(self.val_set))
         if self.epoch >= config.epochs:
             self.status = "completed"
         self.history.append(metrics)
@@ -224,7 +287,8 @@ class Trainer:
 
     def train_steps(self, steps: int) -> tuple[float, float]:
         """Take `steps` optimiser steps; returns (mean training loss, seconds). The loss is that of
-        the augmented batches (with label smoothing); NaN/inf once training diverged."""
+        the augmented (regularized) batches (with label smoothing, and the teacher's term when
+        distilling); NaN/inf once training diverged."""
         config, model = self.config, self.model
         check_each_step = self.device.type == "cpu"  # free on CPU; on CUDA it would sync
         model.train()
@@ -238,11 +302,22 @@ class Trainer:
             x, y = self.loader.load(self.train_set, idx)
             if self.augment is not None:
                 x = self.augment(x, self.generator)
+            if config.random_erasing > 0:
+                x = random_erasing(x, config.random_erasing, self.generator)
+            targets, lam = y, None
+            if self.mixer is not None:
+                mixed = self.mixer(x)
+                x, lam = mixed.images, mixed.lam
+                targets = mix_targets(y, lam, self.num_classes)
             x = channels_last(x)
             with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                                 enabled=self.autocast_dtype is not None):
                 logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            if self.distillation_loss is not None:
+                loss = self.distillation_loss(logits, targets, self._from_teacher(x, idx, lam))
+            else:
+                loss = F.cross_entropy(logits.float(), targets,
+                                       label_smoothing=config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip is not None:
@@ -256,16 +331,37 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         return float(loss_sum) / steps, time.perf_counter() - started
 
+    def _from_teacher(self, x: torch.Tensor, idx: torch.Tensor, lam: float | None) -> torch.Tensor:
+        """The teacher's targets for a batch: from its forward pass on the batch itself
+        (teacher_pass batch), or from its logits of the un-augmented images, mixed like the labels
+        (teacher_pass once)."""
+        distill = self.config.distill
+        if self._teacher_train_logits is None:
+            return teacher_targets(self.teacher.logits(x), distill)
+        targets = teacher_targets(self._teacher_train_logits[idx.to(self.device)], distill)
+        return targets if lam is None else mix_targets(targets, lam, self.num_classes)
+
     def _diverge(self, message: str) -> None:
         self.status, self.error = "diverged", message
         return None
 
-    @torch.inference_mode()
     def evaluate(self, images: ImageSplit) -> tuple[float, float]:
         """Mean cross-entropy and accuracy in eval mode, streamed in chunks of `eval_batch_size`."""
+        loss, accuracy, _ = self._measure(images)
+        return loss, accuracy
+
+    def predicted_classes(self, images: ImageSplit) -> torch.Tensor:
+        """(N,) the model's predicted class of every image of `images`, in eval mode."""
+        return self._measure(images, keep_predictions=True)[2]
+
+    @torch.inference_mode()
+    def _measure(self, images: ImageSplit, keep_predictions: bool = False
+                 ) -> tuple[float, float, torch.Tensor | None]:
+        """`evaluate`, also giving the predicted class of every image when asked."""
         self.model.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        predictions = []
         for start in range(0, len(images), self.config.eval_batch_size):
             positions = torch.arange(start, min(start + self.config.eval_batch_size, len(images)))
             xb, yb = self.loader.load(images, positions)
@@ -273,9 +369,13 @@ class Trainer:
                                 enabled=self.autocast_dtype is not None):
                 logits = self.model(xb).float()
             loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
-            correct += (logits.argmax(dim=1) == yb).sum()
+            predicted = logits.argmax(dim=1)
+            correct += (predicted == yb).sum()
+            if keep_predictions:
+                predictions.append(predicted)
         self.model.train()
-        return float(loss_sum) / len(images), float(correct) / len(images)
+        return (float(loss_sum) / len(images), float(correct) / len(images),
+                torch.cat(predictions) if keep_predictions else None)
 
     def gate_values(self) -> list[float]:
         """Per G-block mean sigmoid(lambda) of the model ([] if it has none)."""
@@ -307,17 +407,17 @@ def train(arch: Architecture | nn.Module, data: ImageData, config: TrainConfig,
     return TrainResult(trainer.status, trainer.history, trainer.error, trainer.model)
 
 
-def _build(arch: Architecture, data: ImageData) -> nn.Module:
+def _build(arch: Architecture, data: ImageData, drop_path: float = 0.0) -> nn.Module:
     for field, want, have in (("resolution", data.resolution, arch.resolution),
                               ("in_channels", data.in_channels, arch.in_channels),
                               ("num_classes", data.num_classes, arch.num_classes)):
         if want != have:
             raise FieldError(f"architecture.{field}",
                               f"is {have} but the data set {data.name!r} has {want}")
-    return build_model(arch)
+    return build_model(arch, drop_path=drop_path)
 
 
-NO_DECAY_NAMES = ("bias_table", "pos_embed", "class_token")  # position parameters, as DeiT/ConViT
+NO_DECAY_NAMES = ("bias_table", "pos_embed", "class_token", "distill_token")  # as DeiT/ConViT
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -17,6 +17,10 @@ Both regimes start from the same initial weights (same seed) and get the same bu
 number of epochs of the same number of optimiser steps (a small-data epoch cycles its few images
 until it has taken as many steps as a full epoch). Losses are measured in eval mode without
 augmentation over the whole training set and the shared validation set.
+
+A trial that distils (`train.distill`) loads its teacher once for both regimes and reports
+`teacher_agreement` (full regime) and `teacher_agreement_small`: the share of validation images on
+which the student predicts the teacher's class.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ import torch
 
 from search_spaces.fields import FieldError, from_mapping
 from evaluators.data import ImageData, load_data, prepare_data, small_data
+from evaluators.distillation import load_teacher
 from evaluators.latency import measure_latency
-from evaluators.trainer import Metrics, TrainConfig, Trainer
+from evaluators.trainer import Metrics, TrainConfig, Trainer, resolve_device
 from search_spaces.architecture import Architecture
 
 
@@ -87,7 +92,9 @@ class TrialConfig:
         if "small_fraction" in data and "small_per_class" not in data:
             data["small_per_class"] = None
         try:
-            return from_mapping(cls, data, "trial", nested={"train": TrainConfig})
+            if "train" in data:  # its own parser: it reads the nested `distill` section
+                data["train"] = TrainConfig.from_dict(data["train"] or {})
+            return from_mapping(cls, data, "trial")
         except FieldError as exc:  # TrainConfig's own checks name `train.*`: say where it sits
             if exc.field.startswith("trial."):
                 raise
@@ -101,13 +108,16 @@ class TrialConfig:
 class TrialOutcome:
     """status "completed" or "diverged"; history: one flat metrics dict per good epoch;
     gate_values: mean sigmoid(lambda) per G block of the full-regime model at the end;
-    model_state: the full-regime model's state_dict on CPU (None after a divergence)."""
+    model_state: the full-regime model's state_dict on CPU (None after a divergence);
+    architecture: the architecture trained (a distilled class-token student's has its
+    distillation token: save `model_state` with it)."""
 
     status: str
     history: list[Metrics]
     error: str | None = None
     gate_values: list[float] = field(default_factory=list)
     model_state: dict[str, torch.Tensor] | None = None
+    architecture: Architecture | None = None
 
     @property
     def final(self) -> Metrics:
@@ -125,11 +135,13 @@ def run_trial(arch: Architecture, config: TrialConfig,
     small = small_data(data, per_class=config.small_per_class, fraction=config.small_fraction,
                        seed=config.data_seed)
     started = time.perf_counter()
-    full_run = Trainer(arch, data, config.train)
+    distill = config.train.distill
+    teacher = load_teacher(distill, data, resolve_device(config.train.device)) if distill else None
+    full_run = Trainer(arch, data, config.train, teacher)
     small_train = config.train
     if small_train.steps_per_epoch is None:
         small_train = small_train.replace(steps_per_epoch=full_run.steps_per_epoch)
-    small_run = Trainer(arch, small, small_train)
+    small_run = Trainer(arch, small, small_train, teacher)
     # Measured once, before training: weights do not change the cost of a forward pass.
     latency_ms = measure_latency(full_run.model, (1, arch.in_channels, data.resolution, data.resolution))
     history: list[Metrics] = []
@@ -139,7 +151,7 @@ def run_trial(arch: Architecture, config: TrialConfig,
         if s is None or f is None:
             regime = "small-data" if s is None else "full"
             error = f"{regime} regime: {(small_run if s is None else full_run).error}"
-            return TrialOutcome("diverged", history, error)
+            return TrialOutcome("diverged", history, error, architecture=full_run.architecture)
         metrics = {
             "epoch": f["epoch"],
             "gap": s["gap"], "gap_acc": s["gap_acc"], "fit_full": f["fit"],
@@ -156,6 +168,9 @@ def run_trial(arch: Architecture, config: TrialConfig,
             "train_images_small": float(len(small.train_y)),
             "train_images_full": float(len(data.train_y)),
         }
+        if teacher is not None:
+            metrics["teacher_agreement"] = f["teacher_agreement"]
+            metrics["teacher_agreement_small"] = s["teacher_agreement"]
         if config.skip_corrupt:
             metrics["skipped_images"] = float(len(data.skipped))
         gates = full_run.gate_values()
@@ -163,7 +178,8 @@ def run_trial(arch: Architecture, config: TrialConfig,
         history.append(metrics)
         if report is not None:
             report(metrics)
-    return TrialOutcome("completed", history, None, full_run.gate_values(), full_run.state_dict_cpu())
+    return TrialOutcome("completed", history, None, full_run.gate_values(), full_run.state_dict_cpu(),
+                        full_run.architecture)
 
 
 def _combined_throughput(small: Metrics, full: Metrics) -> float:

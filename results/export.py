@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import pickle
 import re
 import warnings
 from dataclasses import dataclass
@@ -25,35 +24,31 @@ import yaml
 from torch import nn
 
 from evaluators.data import load_data
+from evaluators.saved_model import (SavedModel, SavedModelError, load_weights, read_config_mapping,
+                                    rebuild, saved_model_from_mapping)
 from results.objectives import natural_direction
 from results.pareto import objective_column
 from results.run_directory import COMPLETED, Run, read_run
 from results.standalone import ARTIFACT_FORMATS, artifact_metadata, require_packages, write_artifacts
 from results.table import load_table, table_objectives
-from search_spaces.architecture import Architecture, ArchitectureError
+from search_spaces.architecture import Architecture
 from search_spaces.model import build_model
 
 FORMATS = ("yaml", *ARTIFACT_FORMATS)  # yaml is always written; the others beside it on request
 
 
-class ExportError(ValueError):
-    """A bad export request or exported config; `path` names the file when there is one."""
-
-    def __init__(self, message: str, path: Path | str | None = None):
-        super().__init__(f"{path}: {message}" if path is not None else message)
-        self.path = Path(path) if path is not None else None
+class ExportError(SavedModelError):
+    """A bad export request or exported config; `path` names the file when there is one. (Errors
+    of the config's architecture and weights are `SavedModelError`s, its base.)"""
 
 
 @dataclass(frozen=True)
-class ExportedConfig:
-    """An exported config as read back: the architecture and what the run knew about it."""
+class ExportedConfig(SavedModel):
+    """An exported config as read back: the architecture, weights and input (`SavedModel`) and
+    what the run knew about it."""
 
-    path: Path
-    architecture: Architecture
-    recorded_arch_id: str | None
     metrics: dict
     cost: dict
-    weights: Path | None  # resolved against the config's folder; None if not kept
     artifacts: dict[str, dict]  # format -> {file (relative to the config), max_abs_diff}
     artifact_errors: dict[str, str]  # format -> why that artifact was not written
 
@@ -166,8 +161,8 @@ def standalone_artifacts(config: dict[str, Any], arch: Architecture, config_path
         return {}, {fmt: reason for fmt in formats}
     model = build_model(arch)
     try:
-        load_state(model, (config_path.parent / config["weights"]).resolve())
-    except ExportError as exc:
+        load_weights(model, (config_path.parent / config["weights"]).resolve())
+    except SavedModelError as exc:
         return {}, {fmt: str(exc) for fmt in formats}
     written, failed = write_artifacts(model, arch, config_path.with_suffix(""), formats,
                                       artifact_metadata(arch, config["input"]))
@@ -251,32 +246,15 @@ def _plain(mapping: dict) -> dict:
 
 def read_config(path: str | Path) -> ExportedConfig:
     """Read an exported config (or a bare architecture YAML); errors name the file and field."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError("no such config file", path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ExportError(f"not valid YAML: {exc}", path) from None
-    if not isinstance(data, dict):
-        raise ExportError("expected a mapping (an exported config or an architecture)", path)
-    exported = "architecture" in data
-    try:
-        arch = Architecture.from_dict(data["architecture"] if exported else data)
-    except ArchitectureError as exc:
-        raise ExportError(str(exc), path) from None
-    weights = data.get("weights") if exported else None
-    if weights is not None:
-        if not isinstance(weights, str):
-            raise ExportError(f"weights: expected a file path, got {weights!r}", path)
-        weights = Path(weights) if Path(weights).is_absolute() else (path.parent / weights).resolve()
+    data = read_config_mapping(path)
+    saved = saved_model_from_mapping(path, data)
     artifacts, errors = (data.get(field) or {} for field in ("artifacts", "artifact_errors"))
     for field, value in (("artifacts", artifacts), ("artifact_errors", errors)):
         if not isinstance(value, dict):
             raise ExportError(f"{field}: expected a mapping by format, got {value!r}", path)
-    return ExportedConfig(path, arch, data.get("arch_id") if exported else None,
-                          dict(data.get("metrics") or {}), dict(data.get("cost") or {}), weights,
-                          artifacts, errors)
+    return ExportedConfig(**vars(saved), metrics=dict(data.get("metrics") or {}),
+                          cost=dict(data.get("cost") or {}), artifacts=artifacts,
+                          artifact_errors=errors)
 
 
 def build(config_path: str | Path, weights: str | Path | None = None, load_weights: bool = True,
@@ -292,54 +270,8 @@ def build_with_info(config_path: str | Path, weights: str | Path | None = None,
                     ) -> tuple[nn.Module, ExportedConfig, Path | None]:
     """`build`, also returning the config read and the weights file actually loaded (or None)."""
     config = read_config(config_path)
-    arch = config.architecture
-    recorded = config.weights if load_weights else None
-    if config.recorded_arch_id and config.recorded_arch_id != arch.arch_id:
-        warnings.warn(f"{config.path}: the architecture was edited (arch_id {arch.arch_id} != "
-                      f"recorded {config.recorded_arch_id}); not loading the recorded weights",
-                      stacklevel=2)
-        recorded = None
-    model = build_model(arch, device=device)
-    source = Path(weights) if weights is not None else recorded
-    if source is not None:
-        load_state(model, source, device)
+    model, source = rebuild(config, weights, load_weights, device)
     return model, config, source
-
-
-def load_state(model: nn.Module, path: Path, device: str | torch.device | None = None) -> None:
-    """Load a state_dict saved by the search into `model` (tensors only: weights_only=True)."""
-    if not path.is_file():
-        raise ExportError("weights file not found (pass --no-weights to build without it)", path)
-    try:
-        with warnings.catch_warnings():  # torch's notes on the pickle protocol: our error says it
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location=device or "cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files, non-tensor payloads
-        raise ExportError(_unreadable_weights(exc), path) from None
-    if not isinstance(state, dict):
-        raise ExportError(f"expected a state_dict, got {type(state).__name__}", path)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        lines = str(exc).splitlines()
-        detail = "; ".join(line.strip() for line in lines[1:3])[:400]
-        more = f" (and {len(lines) - 3} more lines)" if len(lines) > 3 else ""
-        raise ExportError(f"weights do not fit this architecture: {detail}{more}", path) from None
-
-
-def _unreadable_weights(error: Exception) -> str:
-    """Our words for a weights file torch.load(weights_only=True) refuses or cannot read (torch's
-    own message advises turning the check off, which would run code from the file)."""
-    message = str(error)
-    if isinstance(error, pickle.UnpicklingError) or "weights_only" in message:
-        found = re.search(r"GLOBAL ([\w.]+)", message)
-        what = f" ({found.group(1)})" if found else ""
-        return (f"refused to load the weights: the file holds objects other than tensors{what}, "
-                "which loading would have to execute as code from the file; weights must be a "
-                "state_dict of tensors, as the search saves them")
-    first = next((line.strip() for line in message.splitlines() if line.strip()), "")
-    return f"cannot read weights (not a file written by torch.save, or damaged): " \
-           f"{type(error).__name__}: {first[:200]}"
 
 
 def parameter_count(model: nn.Module) -> int:

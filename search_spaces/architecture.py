@@ -32,9 +32,10 @@ FORMAT_VERSION = 1
 # Fields a serialized architecture must name (the canonical form writes them all): a missing input
 # size or class count is an error, never a silent default. `head` may be left out (pool).
 REQUIRED_FIELDS = frozenset({"resolution", "in_channels", "num_classes", "stem", "stages"})
-# Stage fields added after format 1 was fixed: written only when they differ from these defaults,
-# so every architecture described before keeps its canonical form and its arch_id.
+# Fields added after format 1 was fixed: written only when they differ from these defaults, so
+# every architecture described before keeps its canonical form and its arch_id.
 LATE_STAGE_DEFAULTS = {"qkv_bias": True}
+LATE_ARCHITECTURE_DEFAULTS = {"distill_token": False}
 
 
 class ArchitectureError(FieldError):
@@ -110,6 +111,9 @@ class Architecture:
 
     head: `pool` = global average pooling + linear (CoAtNet); `token` = a class token that joins
     at the first `A` stage, read out by LayerNorm + linear (DeiT, ConViT).
+    distill_token: a `token` head with DeiT's distillation token beside the class token, read
+      out by a second linear head (trained against a teacher; at inference the two heads are
+      averaged). Written in the canonical form only when true, so adding it changed no arch_id.
     """
 
     stem: Stem
@@ -118,6 +122,7 @@ class Architecture:
     in_channels: int = 3
     num_classes: int = 1000
     head: str = "pool"
+    distill_token: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -155,8 +160,9 @@ class Architecture:
 
     # ---- canonical serialization -----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The canonical form: every field written, in a fixed order."""
-        return {
+        """The canonical form: every field written, in a fixed order (those added after format 1
+        only when not at their default)."""
+        data = {
             "format": FORMAT_VERSION,
             "resolution": self.resolution,
             "in_channels": self.in_channels,
@@ -165,6 +171,10 @@ class Architecture:
             "stem": dataclasses.asdict(self.stem),
             "stages": [s.to_dict() for s in self.stages],
         }
+        for name, default in LATE_ARCHITECTURE_DEFAULTS.items():
+            if getattr(self, name) != default:
+                data[name] = getattr(self, name)
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -231,6 +241,12 @@ def validate(arch: Architecture) -> None:
     _positive(arch.num_classes, "num_classes")
     if arch.head not in HEAD_KINDS:
         raise ArchitectureError("head", f"unknown head {arch.head!r} (known: {list(HEAD_KINDS)})")
+    if not isinstance(arch.distill_token, bool):
+        raise ArchitectureError("distill_token", f"expected true/false, got {arch.distill_token!r}")
+    if arch.distill_token and arch.head != "token":
+        raise ArchitectureError("distill_token", "a distillation token sits beside the class token: "
+                                                 "it needs head 'token' (a pool head distils through "
+                                                 "its single output)")
     stem = arch.stem
     if stem.kind not in STEM_KINDS:
         raise ArchitectureError("stem.kind", f"unknown stem {stem.kind!r} (known: {list(STEM_KINDS)})")

@@ -1,5 +1,6 @@
 """The layout study: the scaled layouts, the deformed large-data set, Kendall's tau-b, readings on
-hand-made cells, config errors, and the study end to end with real trials, killed and resumed."""
+hand-made cells, config errors, the study end to end with real trials, killed and resumed, and the
+two comparisons beside the layouts (distillation, ConViT against DeiT)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ from scipy.stats import kendalltau
 from evaluators.cost import count_cost
 from evaluators.data import load_data
 from evaluators.deformed_data import deformed_data
+from nas.layout_study.cells import cell_training, comparison_cells, study_cells
 from nas.layout_study.config import StudyConfig, StudyConfigError
+from results.export import build
+from results.layout_study.comparisons import comparison_readings, comparison_table
 from results.layout_study.rankings import PAPER, kendall_tau_b, rankings, tau_against_paper
 from results.layout_study.readings import cell_table, curves_table
-from search_spaces.presets import LAYOUT_STUDY, get_preset, layout_study
+from search_spaces.presets import LAYOUT_STUDY, get_preset, layout_study, vit_study
 from servers import stop
 
 TINY = {
@@ -163,6 +167,18 @@ def test_readings_and_rankings_of_hand_made_cells():
     ({"architectures": {"layouts": ["C-C-X-T"]}}, "architectures.layouts"),
     ({"train": {"lr": -1}}, "train.lr"),
     ({"colour": "blue"}, "colour"),
+    ({"distillation": {"layouts": ["C-X"]}}, "distillation.layouts"),
+    ({"distillation": {"teacher": "ResNet"}}, "distillation.teacher"),
+    ({"distillation": {"mode": "warm"}}, "distillation.mode"),
+    ({"distillation": {"train": {"epochs": 3}}}, "distillation.train.epochs"),
+    ({"distillation": {"train": {"mixup": -1}}}, "distillation.train.mixup"),
+    ({"distillation": {"seeds": [2, 2]}}, "distillation.seeds"),
+    ({"distillation": {"size": {"per_class": 5, "steps": 2}}}, "distillation.size.steps"),
+    ({"convit": {"local_blocks": 6, "depth": 6}}, "convit.local_blocks"),
+    ({"convit": {"width": 30, "head_size": 8}}, "convit.width"),
+    ({"convit": {"patch_size": 5}}, "convit.patch_size"),
+    ({"convit": {"sizes": [{"per_class": 5, "steps": 1}]}}, "convit.sizes[0].steps"),
+    ({"convit": {"colour": 1}}, "convit.colour"),
 ])
 def test_malformed_study_config_names_the_field(change, field):
     with pytest.raises(StudyConfigError) as err:
@@ -245,3 +261,160 @@ def test_tiny_study_end_to_end_killed_and_resumed(tmp_path):
     curves_drawn = [t for t in figure2["data"] if t.get("meta", {}).get("role") == "curve"]
     assert len(curves_drawn) == 20  # one line per cell
     assert "C-C-C-C ~ C-C-C-T &gt;= C-C-T-T" in report  # the paper's ranking beside ours
+
+
+# ---- the comparisons beside the layouts ---------------------------------------------------------------
+
+COMPARED = {
+    **TINY,
+    "distillation": {"size": {"per_class": 5, "steps": 12}, "layouts": ["ViT_REL"], "evaluations": 2,
+                     "train": {"augment": True, "mixup": 0.8, "cutmix": 1.0}},
+    "convit": {"sizes": [{"per_class": 5, "steps": 12}, {"per_class": "all", "steps": 12}],
+               "width": 16, "depth": 2, "local_blocks": 1, "head_size": 8, "patch_size": 4,
+               "evaluations": 2},
+}
+
+
+def test_convit_and_deit_stacks_are_matched_in_parameters():
+    for kwargs in ({}, {"resolution": 32, "in_channels": 1, "num_classes": 10, "width": 32,
+                        "depth": 6, "local_blocks": 5, "head_size": 8, "patch_size": 4}):
+        stacks = vit_study(**kwargs)
+        deit, convit = count_cost(stacks["DeiT"]).params, count_cost(stacks["ConViT"]).params
+        assert abs(deit - convit) <= 0.01 * deit
+        assert stacks["DeiT"].layout == "A" and stacks["ConViT"].layout == "G-A"
+        assert [s.depth for s in stacks["ConViT"].stages] == \
+            ([10, 2] if not kwargs else [5, 1])
+        assert not stacks["ConViT"].stages[1].qkv_bias and stacks["DeiT"].stages[0].qkv_bias
+        assert stacks["DeiT"].stem == stacks["ConViT"].stem
+
+
+def test_comparison_cells_and_their_teachers():
+    config = StudyConfig.from_dict(COMPARED)
+    assert StudyConfig.from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict()))) == config
+    cells = comparison_cells(config, num_classes=10, in_channels=1)
+    ids = [c.cell_id for c in cells]
+    assert len(ids) == len(set(ids)) == 2 * 3 + 2 * 2 * 2  # per seed: 2 plain + 1 distilled; convit
+    distilled = [c for c in cells if c.arm == "distilled"]
+    assert [c.cell_id for c in distilled] == ["distill_ViT_REL_5pc_s0_distilled",
+                                              "distill_ViT_REL_5pc_s1_distilled"]
+    for cell in distilled:  # its teacher: the plain C-C-C-C run of the same seed, which exists
+        assert cell.teacher_cell == f"distill_C-C-C-C_5pc_s{cell.seed}_plain" and cell.teacher_cell in ids
+    train, evaluations = cell_training(config, {**distilled[0].to_dict(), "teacher_config": __file__})
+    assert evaluations == 2 and train.mixup == 0.8 and train.augment
+    # the study's warmup share of the steps: 1 of its 3 epochs, so 2/3 of one of these 2 epochs
+    assert train.warmup_epochs == pytest.approx(config.train.warmup_epochs * 2 / 3)
+    assert train.distill.teacher == __file__ and train.distill.mode == "hard"
+    plain, _ = cell_training(config, cells[0].to_dict())
+    assert plain.distill is None and plain.mixup == 0.8
+    layout_cell = study_cells(config, {"C-C-C-C": cells[0].architecture})[0]
+    layouts_train, evaluations = cell_training(config, layout_cell.to_dict())
+    assert layouts_train == config.train and evaluations == 3  # the layouts keep the study's recipe
+
+
+def comparison_records() -> list[dict]:
+    """Distillation: a C-C-C-C teacher and a ViT_REL student, 3 seeds; ConViT at two sizes."""
+    teacher_predictions = [0, 1, 2, 3, 4, 5, 6, 7]
+    records = []
+
+    def record(cell_id, layout, size, seed, val_acc, comparison, arm=None, teacher=None, predictions=None):
+        records.append({"cell_id": cell_id, "layout": layout, "size": size, "seed": seed,
+                        "comparison": comparison, "arm": arm, "teacher_cell": teacher,
+                        "status": "completed", "train_images": 50, "params": 1, "flops": 1,
+                        "steps": 10, "wall_time_s": 1.0,
+                        "curve": [{"step": 10.0, "train_loss": 0.1, "train_acc": 1.0, "val_loss": 1.0,
+                                   "val_acc": val_acc}],
+                        **({"val_predictions": ",".join(map(str, predictions))} if predictions else {})})
+
+    for seed in (0, 1, 2):
+        teacher = f"t{seed}"
+        record(teacher, "C-C-C-C", "5/class", seed, 0.8, "distillation", "plain",
+               predictions=teacher_predictions)
+        # plain: agrees on 4 of 8 images; distilled: on 6 + seed // 2
+        agree = 6 + seed // 2
+        record(f"p{seed}", "ViT_REL", "5/class", seed, 0.5 + 0.01 * seed, "distillation", "plain",
+               predictions=teacher_predictions[:4] + [9] * 4)
+        record(f"d{seed}", "ViT_REL", "5/class", seed, 0.6 + 0.01 * seed, "distillation", "distilled",
+               teacher=teacher, predictions=teacher_predictions[:agree] + [9] * (8 - agree))
+        for size, deit, convit in (("5/class", 0.3, 0.5), ("all", 0.9, 0.92)):
+            record(f"deit{size}{seed}", "DeiT", size, seed, deit + 0.01 * seed, "convit")
+            record(f"convit{size}{seed}", "ConViT", size, seed, convit + 0.02 * seed, "convit")
+    return records
+
+
+def test_comparison_readings_of_hand_made_cells():
+    table = comparison_table(comparison_records())
+    rows = table.set_index("cell_id")
+    assert rows.loc["p0", "teacher_agreement"] == 0.5 and rows.loc["d0", "teacher_agreement"] == 0.75
+    assert rows.loc["d2", "teacher_agreement"] == 7 / 8 and rows.loc["t1", "teacher_agreement"] == 1.0
+    assert math.isnan(rows.loc["deit5/class0", "teacher_agreement"])
+    readings = comparison_readings(table, "C-C-C-C", ["5/class", "all"], resamples=500)
+    student = readings["distillation"]["layouts"]["ViT_REL"]
+    assert list(readings["distillation"]["layouts"]) == ["ViT_REL"]  # the teacher is not a student
+    assert student["val_acc"]["plain"]["mean"] == pytest.approx(0.51)
+    assert student["val_acc"]["difference"]["mean"] == pytest.approx(0.1)  # paired by seed
+    assert student["val_acc"]["difference"]["interval_95"] == pytest.approx([0.1, 0.1])
+    assert student["val_acc"]["verdict"] == "higher"
+    agreement = student["teacher_agreement"]
+    assert agreement["difference"]["mean"] == pytest.approx((0.25 + 0.25 + 0.375) / 3)
+    low, high = agreement["difference"]["interval_95"]
+    assert 0.25 <= low <= agreement["difference"]["mean"] <= high <= 0.375
+    assert student["gap_to_teacher"]["plain"]["mean"] == pytest.approx(0.29)
+    assert student["gap_to_teacher"]["distilled"]["mean"] == pytest.approx(0.19)
+    convit = readings["convit"]
+    assert convit["per_size"]["5/class"]["difference"]["mean"] == pytest.approx(0.21)
+    assert convit["per_size"]["all"]["difference"]["mean"] == pytest.approx(0.03)
+    assert convit["convit_ahead_at_smallest"] and convit["difference_shrinks"]
+
+
+def test_a_distilled_cell_whose_teacher_did_not_complete_is_recorded_failed(tmp_path):
+    from nas.layout_study.runner import _with_teacher
+    from results.layout_study.study_directory import StudyDirectory
+
+    config = StudyConfig.from_dict(COMPARED)
+    study = StudyDirectory(tmp_path)
+    study.write_config(config.to_dict())
+    cell = next(c for c in comparison_cells(config, 10, 1) if c.arm == "distilled")
+    costs = {cell.layout: {"params": 1, "flops": 1}}
+    assert _with_teacher(study, cell, costs) is None
+    record = study.read_cell(cell.cell_id)
+    assert record["status"] == "failed" and cell.teacher_cell in record["error"]
+    assert record["comparison"] == "distillation" and record["arm"] == "distilled"
+
+
+@pytest.mark.slow
+def test_tiny_study_with_both_comparisons_end_to_end(tmp_path):
+    config = tmp_path / "compared.yaml"
+    config.write_text(yaml.safe_dump(COMPARED))
+    out = tmp_path / "study"
+    proc = study_cli(str(config), "--out", str(out))
+    output, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, output
+    assert "34 cells (5 layouts x 2 sizes x 2 seeds, 14 in the comparisons), 34 to train" in output
+    compared = pd.read_csv(out / "comparisons.csv")
+    assert len(compared) == 14 and (compared["status"] == "completed").all()
+    assert len(pd.read_csv(out / "study.csv")) == 20  # the layouts' readings: their cells only
+    data = load_data("digits", 16)
+    for seed in (0, 1):
+        teacher_id = f"distill_C-C-C-C_5pc_s{seed}_plain"
+        # the teacher the driver saved is an exported config that `build` rebuilds: its
+        # predictions are the ones its run recorded
+        teacher = build(out / "teachers" / f"{teacher_id}.yaml").eval()
+        with torch.no_grad():
+            predicted = teacher(data.val_x).argmax(1).tolist()
+        recorded = json.loads((out / "cells" / f"{teacher_id}.json").read_text())["val_predictions"]
+        assert predicted == [int(v) for v in recorded.split(",")]
+        # the distilled run's own agreement reading (trainer, against the loaded teacher) is the
+        # one the study computes from the two runs' recorded predictions
+        student = json.loads((out / "cells" / f"distill_ViT_REL_5pc_s{seed}_distilled.json").read_text())
+        row = compared.set_index("cell_id").loc[student["cell_id"]]
+        assert student["curve"][-1]["teacher_agreement"] == pytest.approx(row["teacher_agreement"])
+        assert row["teacher_cell"] == teacher_id
+    ranks = json.loads((out / "rankings.json").read_text())
+    assert set(ranks["distillation"]["layouts"]) == {"ViT_REL"}
+    assert list(ranks["convit"]["per_size"]) == ["5/class", "all"]
+    report = (out / "report.html").read_text()
+    assert "Distillation from a C-C-C-C teacher" in report and "ConViT- against DeiT-style" in report
+    roles = {t.get("meta", {}).get("role") for block in
+             re.findall(r"class='figure-data'[^>]*>(.*?)</script>", report, re.S)
+             for t in json.loads(block)["data"]}
+    assert {"distillation", "convit"} <= roles

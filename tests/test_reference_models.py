@@ -64,3 +64,28 @@ def test_deit_computes_what_timm_computes(timm):
     with torch.no_grad():
         difference = (ours(x) - theirs(x)).abs().max().item()
     assert difference < 1e-5
+
+
+def test_deit_with_a_distillation_token_computes_what_timm_computes(timm):
+    """DeiT's distilled model: class and distillation tokens, two heads; timm averages the heads
+    in eval mode and returns both while distilled training is on, as ours does."""
+    torch.manual_seed(0)
+    theirs = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False,
+                               num_classes=CLASSES, img_size=RESOLUTION).eval()
+    with torch.no_grad():
+        for parameter in theirs.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    arch = get_preset("deit-ti", resolution=RESOLUTION, num_classes=CLASSES).replace(distill_token=True)
+    ours = build_model(arch).eval()
+    # timm's position embedding has two more rows (class and distillation tokens'), folded into ours
+    assert sum(p.numel() for p in ours.parameters()) == \
+        sum(p.numel() for p in theirs.parameters()) - 2 * theirs.embed_dim
+    transplant_deit(theirs, ours)
+    x = images()
+    with torch.no_grad():
+        assert (ours(x) - theirs(x)).abs().max().item() < 1e-5  # eval: the heads' mean
+        theirs.set_distilled_training(True)
+        ours.set_distilled_training(True)
+        theirs.train(), ours.train()  # no dropout or drop path in either: deterministic
+        for mine, reference in zip(ours(x), theirs(x)):
+            assert (mine - reference).abs().max().item() < 1e-5

@@ -1,10 +1,11 @@
 """Standalone export (`export --format onnx --format pt2`): the chosen networks, with their trained
 weights, run without hybrid-nas.
 
-The run here holds one small architecture per block type (C, T, A, G) with trained-like weights
-(perturbed parameters, BatchNorm statistics from training-mode passes). The ONNX files are run in a
-subprocess that can import only onnxruntime and numpy (and what they require), the .pt2 files in
-one that can import only torch; both compare their logits with `build` of the same config.
+The run here holds one small architecture per block type (C, T, A, G) and an A model with DeiT's
+distillation token and two heads, with trained-like weights (perturbed parameters, BatchNorm
+statistics from training-mode passes). The ONNX files are run in a subprocess that can import only
+onnxruntime and numpy (and what they require), the .pt2 files in one that can import only torch;
+both compare their logits with `build` of the same config.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
 
-# One small architecture per block type, 16-32 px, digits-shaped (1 channel, 10 classes).
+# One small architecture per block type, and DeiT's distilled A model, 16-32 px, digits-shaped
+# (1 channel, 10 classes).
 BLOCK_ARCHS = {
     "C": Architecture(Stem("conv", 16), (Stage("C", 1, 16, 1), Stage("C", 2, 32, 2)),
                       resolution=16, in_channels=1, num_classes=10),
@@ -47,6 +49,10 @@ BLOCK_ARCHS = {
     "G": Architecture(Stem("patch", 32, 4), (Stage("G", 2, 32, 1, head_size=16, pos_embed=True),
                                              Stage("A", 1, 32, 1, head_size=16, qkv_bias=False)),
                       resolution=32, in_channels=1, num_classes=10, head="token"),
+    # DeiT's distilled model: class and distillation tokens, two heads averaged at inference
+    "A+distill": Architecture(Stem("patch", 32, 4), (Stage("A", 2, 32, 1, head_size=16, pos_embed=True),),
+                              resolution=16, in_channels=1, num_classes=10, head="token",
+                              distill_token=True),
 }
 EXPORT = ["--format", "onnx", "--format", "pt2"]
 
@@ -133,7 +139,7 @@ def reference_logits(path) -> torch.Tensor:
 def test_every_front_member_gets_both_artifacts_checked_and_recorded(exported):
     assert exported["status"] == 0, exported["stderr"]
     assert exported["stderr"] == ""
-    assert set(exported["configs"]) == set(BLOCK_ARCHS)  # all four are on the front
+    assert set(exported["configs"]) == set(BLOCK_ARCHS)  # all are on the front
     out = exported["out"]
     for block, (path, config) in exported["configs"].items():
         assert set(config["artifacts"]) == {"onnx", "pt2"} and "artifact_errors" not in config

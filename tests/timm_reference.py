@@ -113,18 +113,24 @@ def transplant_convit(reference: nn.Module, model: nn.Module, local_blocks: int)
 
 
 def transplant_deit(reference: nn.Module, model: nn.Module) -> None:
-    """Copy timm DeiT (VisionTransformer) weights into our `deit-*` preset. timm's position
-    embedding also covers the class token; ours covers the patches, so the class token's position
-    is folded into the token itself (the sum is what both models feed their first block)."""
+    """Copy timm DeiT (VisionTransformer, or VisionTransformerDistilled with its distillation
+    token and second head) weights into our `deit-*` preset. timm's position embedding also covers
+    the prefix tokens; ours covers the patches, so each prefix token's position is folded into the
+    token itself (the sum is what both models feed their first block)."""
     state = reference.state_dict()
     depth = sum(1 for name in state if re.fullmatch(r"blocks\.\d+\.norm1\.weight", name))
     pos = state["pos_embed"]
+    prefix = 2 if "dist_token" in state else 1
     mapping = {"stem.proj.weight": state["patch_embed.proj.weight"],
                "stem.proj.bias": state["patch_embed.proj.bias"],
-               "stages.0.pos_embed": pos[:, 1:],
+               "stages.0.pos_embed": pos[:, prefix:],
                "stages.0.class_token": state["cls_token"] + pos[:, :1],
                "head.norm.weight": state["norm.weight"], "head.norm.bias": state["norm.bias"],
                "head.fc.weight": state["head.weight"], "head.fc.bias": state["head.bias"]}
+    if prefix == 2:
+        mapping.update({"stages.0.distill_token": state["dist_token"] + pos[:, 1:2],
+                        "head.fc_dist.weight": state["head_dist.weight"],
+                        "head.fc_dist.bias": state["head_dist.bias"]})
     for i in range(depth):
         mapping.update(_block_mapping(f"blocks.{i}.", f"stages.0.blocks.{i}.", state))
     _copy(model, mapping)

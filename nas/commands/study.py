@@ -13,7 +13,10 @@ def register(subparsers) -> None:
                     "C-T-T-T, ViT_REL), matched in parameters, at several data sizes with several "
                     "seeds; read generalization at matched training loss and capacity on a large "
                     "deformed set; rank both against the paper's (Kendall tau-b with intervals). "
-                    "Writes study.csv, curves.csv, rankings.json and report.html.")
+                    "Beside them, when the config asks: each layout without and with distillation "
+                    "from a C-C-C-C teacher (DeiT's claim), and ConViT- against DeiT-style stacks "
+                    "across data sizes (ConViT's claim). Writes study.csv, curves.csv, "
+                    "comparisons.csv, rankings.json and report.html.")
     parser.add_argument("config", nargs="?", type=Path, metavar="CONFIG",
                         help="study config YAML (default: the built-in full protocol)")
     parser.add_argument("--quick", action="store_true",

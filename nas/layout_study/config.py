@@ -1,5 +1,6 @@
 """What a layout study runs: the data, the five layouts and how they are scaled, the data sizes and
-each one's training budget, the seeds, how often a run is measured, and the resources. Loaded from
+each one's training budget, the seeds, how often a run is measured, the resources, and the two
+comparisons beside the layouts (`distillation`: DeiT's claim; `convit`: ConViT's). Loaded from
 YAML (`load_study_config`; `quick=True` for the built-in quick protocol), validated on load; every
 error names the field (`study.sizes[1].steps: ...`)."""
 
@@ -13,6 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from evaluators.distillation import check_distill_options
 from evaluators.trainer import TrainConfig
 from nas.config import ResourcesConfig, validate_resources
 from search_spaces.fields import FieldError, check_keys, from_mapping, typed
@@ -23,6 +25,12 @@ QUICK_CONFIG = "layout_study_quick.yaml"
 # The paper trains the layout study without augmentation or regularization (CoAtNet 2.2).
 STUDY_TRAIN_DEFAULTS = {"batch_size": 32, "augment": False, "label_smoothing": 0.0,
                         "warmup_epochs": 1.0, "train_eval_images": 500}
+# DeiT's regularizers (DeiT-Ti's values; no RandAugment or repeated augmentation here): what both
+# arms of the distillation comparison train with, as DeiT trains its students.
+DEIT_RECIPE = {"augment": True, "mixup": 0.8, "cutmix": 1.0, "label_smoothing": 0.1,
+               "drop_path": 0.1, "random_erasing": 0.25}
+# What a comparison's `train` may change: the recipe, not the budget, seed or placement.
+FIXED_TRAIN_FIELDS = ("epochs", "steps_per_epoch", "seed", "threads", "device", "distill")
 
 
 class StudyConfigError(FieldError):
@@ -77,6 +85,62 @@ class CheapReadingsConfig:
 
 
 @dataclass(frozen=True)
+class DistillationComparison:
+    """Comparison (a), DeiT's claim that distillation from a convnet narrows attention's
+    generalization gap. At `size`, for every seed, each of `layouts` trains twice with the study's
+    training changed by `train` (default: DeiT's regularizers): without a teacher, and with
+    distillation (`mode`, `temperature`, `alpha`, `teacher_pass`: `train.distill`'s options) from
+    the `teacher` layout's own run without one (same seed: the same training images, recipe and
+    budget; never a validation image). `seeds` / `evaluations` null: the study's."""
+
+    size: SizeConfig = SizeConfig(5, None, 100)
+    layouts: tuple[str, ...] = LAYOUT_STUDY
+    teacher: str = "C-C-C-C"
+    seeds: tuple[int, ...] | None = None
+    evaluations: int | None = None
+    train: Mapping[str, Any] = field(default_factory=lambda: dict(DEIT_RECIPE))
+    mode: str = "hard"
+    temperature: float = 1.0
+    alpha: float = 0.5
+    teacher_pass: str = "batch"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": self.size.to_dict(), "layouts": list(self.layouts), "teacher": self.teacher,
+                "seeds": None if self.seeds is None else list(self.seeds),
+                "evaluations": self.evaluations, "train": dict(self.train), "mode": self.mode,
+                "temperature": self.temperature, "alpha": self.alpha,
+                "teacher_pass": self.teacher_pass}
+
+
+@dataclass(frozen=True)
+class ConvitComparison:
+    """Comparison (b), ConViT's claim that gated positional attention (G) is ahead of plain
+    attention (A) at small data sizes, the difference shrinking with more data: a DeiT-style and a
+    ConViT-style stack (`search_spaces.presets.vit_study`: `width`, `depth`, `local_blocks` G
+    blocks, heads of `head_size`, `patch_size` patches; matched in parameters) trained at each of
+    `sizes`, with the study's training changed by `train`. `seeds` / `evaluations` null: the
+    study's."""
+
+    sizes: tuple[SizeConfig, ...] = (SizeConfig(5, None, 100), SizeConfig(20, None, 150),
+                                     SizeConfig(None, None, 200))
+    width: int = 32
+    depth: int = 6
+    local_blocks: int = 5
+    head_size: int = 8
+    patch_size: int = 4
+    seeds: tuple[int, ...] | None = None
+    evaluations: int | None = None
+    train: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sizes": [s.to_dict() for s in self.sizes], "width": self.width,
+                "depth": self.depth, "local_blocks": self.local_blocks, "head_size": self.head_size,
+                "patch_size": self.patch_size,
+                "seeds": None if self.seeds is None else list(self.seeds),
+                "evaluations": self.evaluations, "train": dict(self.train)}
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """One layout study. A cell is one layout trained at one size with one seed (the seed draws the
     subset, the initial weights and the batch order); every cell is one Ray Tune trial."""
@@ -97,6 +161,8 @@ class StudyConfig:
     cheap: CheapReadingsConfig = field(default_factory=CheapReadingsConfig)
     bootstrap: int = 2000
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    distillation: DistillationComparison | None = None
+    convit: ConvitComparison | None = None
 
     def __post_init__(self) -> None:
         for name in ("sizes", "seeds"):
@@ -106,6 +172,10 @@ class StudyConfig:
     def replace(self, **changes: Any) -> "StudyConfig":
         return dataclasses.replace(self, **changes)
 
+    def comparison_train(self, changes: Mapping[str, Any]) -> TrainConfig:
+        """The study's training with a comparison's `train` changes."""
+        return self.train.replace(**changes)
+
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data.update(
@@ -114,7 +184,9 @@ class StudyConfig:
             sizes=[s.to_dict() for s in self.sizes], seeds=list(self.seeds),
             train=dataclasses.asdict(self.train),
             cheap={"matched_losses": list(self.cheap.matched_losses), "steps": self.cheap.steps},
-            resources=dataclasses.asdict(self.resources))
+            resources=dataclasses.asdict(self.resources),
+            distillation=None if self.distillation is None else self.distillation.to_dict(),
+            convit=None if self.convit is None else self.convit.to_dict())
         return data
 
     @classmethod
@@ -166,12 +238,16 @@ class StudyConfig:
         if "resources" in values:
             values["resources"] = from_mapping(ResourcesConfig, values["resources"] or {}, "resources",
                                                error=StudyConfigError)
+        if values.get("distillation") is not None:
+            values["distillation"] = _distillation(values["distillation"])
+        if values.get("convit") is not None:
+            values["convit"] = _convit(values["convit"])
         return cls(**values)
 
 
 def load_study_config(path: str | Path | None = None, quick: bool = False) -> StudyConfig:
-    """Read a study config from YAML; None = the built-in protocol (`quick`: the one that runs in
-    under 20 minutes on two CPU cores)."""
+    """Read a study config from YAML; None = the built-in protocol (`quick`: the one sized for
+    half an hour on two CPU cores)."""
     if path is None:
         text = resources.files("nas").joinpath(QUICK_CONFIG if quick else FULL_CONFIG).read_text()
         where = "built-in " + (QUICK_CONFIG if quick else FULL_CONFIG)
@@ -186,6 +262,51 @@ def load_study_config(path: str | Path | None = None, quick: bool = False) -> St
     if not isinstance(data, Mapping):
         raise StudyConfigError("config", f"{where}: expected a mapping at the top level")
     return StudyConfig.from_dict(data)
+
+
+def _distillation(value: Any) -> DistillationComparison:
+    where = "distillation"
+    names = {f.name for f in dataclasses.fields(DistillationComparison)}
+    values = dict(check_keys(value, where, names, error=StudyConfigError))
+    if "size" in values:
+        values["size"] = parse_size(values["size"], f"{where}.size")
+    if "layouts" in values:
+        values["layouts"] = tuple(_names(values["layouts"], f"{where}.layouts"))
+    if "teacher" in values:
+        values["teacher"] = _names([values["teacher"]], f"{where}.teacher")[0]
+    _comparison_common(values, where)
+    return from_mapping(DistillationComparison, values, where, error=StudyConfigError)
+
+
+def _convit(value: Any) -> ConvitComparison:
+    where = "convit"
+    values = dict(check_keys(value, where, {f.name for f in dataclasses.fields(ConvitComparison)},
+                             error=StudyConfigError))
+    if "sizes" in values:
+        values["sizes"] = tuple(parse_size(item, f"{where}.sizes[{i}]")
+                                for i, item in enumerate(_list(values["sizes"], f"{where}.sizes")))
+    _comparison_common(values, where)
+    return from_mapping(ConvitComparison, values, where, error=StudyConfigError)
+
+
+def _comparison_common(values: dict[str, Any], where: str) -> None:
+    """Parse in place what both comparisons have: seeds, evaluations and the `train` changes."""
+    if values.get("seeds") is not None:
+        values["seeds"] = tuple(typed(s, "int", f"{where}.seeds[{i}]", StudyConfigError)
+                                for i, s in enumerate(_list(values["seeds"], f"{where}.seeds")))
+    if "train" in values:
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        train = dict(check_keys(values["train"] or {}, f"{where}.train", names,
+                                error=StudyConfigError))
+        fixed = sorted(set(train) & set(FIXED_TRAIN_FIELDS))
+        if fixed:
+            raise StudyConfigError(f"{where}.train.{fixed[0]}", "a comparison changes the recipe, "
+                                   "not the budget, seed or placement (set by the study)")
+        try:  # typed and checked as TrainConfig's own fields
+            parsed = TrainConfig.from_dict(train)
+        except FieldError as exc:
+            raise StudyConfigError(f"{where}.{exc.field}", exc.message) from None
+        values["train"] = {name: getattr(parsed, name) for name in train}
 
 
 def _list(value: Any, where: str) -> list:
@@ -249,3 +370,44 @@ def _validate(config: StudyConfig) -> None:
     if not all(level > 0 for level in config.cheap.matched_losses) or config.cheap.steps < 1:
         raise StudyConfigError("cheap", "matched_losses must be > 0 and steps >= 1")
     validate_resources(config.resources, StudyConfigError)
+    for where, comparison in (("distillation", config.distillation), ("convit", config.convit)):
+        if comparison is not None:
+            _validate_comparison(config, where, comparison)
+
+
+def _validate_comparison(config: StudyConfig, where: str,
+                         comparison: DistillationComparison | ConvitComparison) -> None:
+    seeds = comparison.seeds
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise StudyConfigError(f"{where}.seeds", f"expected distinct seeds, got {list(seeds)}")
+    evaluations = comparison.evaluations or config.evaluations
+    if comparison.evaluations is not None and comparison.evaluations < 2:
+        raise StudyConfigError(f"{where}.evaluations", "must be >= 2 (a curve needs two points)")
+    distillation = isinstance(comparison, DistillationComparison)
+    sizes = [comparison.size] if distillation else comparison.sizes
+    for i, size in enumerate(sizes):
+        field_name = "size" if distillation else f"sizes[{i}]"
+        if size.steps < evaluations:
+            raise StudyConfigError(f"{where}.{field_name}.steps",
+                                   f"{size.steps} steps cannot hold {evaluations} evaluations")
+        for name in ("per_class", "deformed_per_class"):
+            value = getattr(size, name)
+            if value is not None and value < 1:
+                raise StudyConfigError(f"{where}.{field_name}.{name}", f"must be >= 1, got {value}")
+    if distillation:
+        check_distill_options(comparison.mode, comparison.temperature, comparison.alpha,
+                              comparison.teacher_pass, where, StudyConfigError)
+    else:
+        for name in ("width", "depth", "head_size", "patch_size"):
+            value = getattr(comparison, name)
+            if value < 1:
+                raise StudyConfigError(f"{where}.{name}", f"must be >= 1, got {value}")
+        if not 0 < comparison.local_blocks < comparison.depth:
+            raise StudyConfigError(f"{where}.local_blocks", f"must be in [1, depth - 1 = "
+                                   f"{comparison.depth - 1}], got {comparison.local_blocks}")
+        if comparison.width % comparison.head_size:
+            raise StudyConfigError(f"{where}.width", f"width {comparison.width} is not divisible by "
+                                   f"head_size {comparison.head_size}")
+        if config.resolution % comparison.patch_size:
+            raise StudyConfigError(f"{where}.patch_size", f"{comparison.patch_size} does not divide "
+                                   f"the resolution {config.resolution}")

@@ -7,6 +7,12 @@
 Cells already completed (or diverged) are never trained again; a Ctrl-C or SIGTERM stops the
 running cells as a search does (`nas.signals`). When every cell has an outcome, the readings,
 rankings and report are written (`results.layout_study`).
+
+Cells train in two phases of one Ray session: first every cell without a teacher (the layouts,
+the ConViT comparison, the distillation comparison's plain runs, its teachers among them), then
+the distilled runs, each from the teacher the driver saved from the first phase
+(STUDY/teachers/<cell_id>.yaml: an exported config with its weights). A distilled run whose
+teacher did not complete is recorded failed, naming it.
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ from typing import Any
 from ray import tune
 
 from evaluators.data import describe_data
-from nas.layout_study.cells import Cell, cell_cost, study_architectures, study_cells, train_cell
+from nas.layout_study.cells import (DISTILLED, LAYOUTS, PLAIN, TEACHER_INPUT, TEACHER_WEIGHTS, Cell,
+                                    cell_cost, comparison_cells, study_architectures, study_cells,
+                                    train_cell)
 from nas.layout_study.config import StudyConfig
 from nas.ray_session import check_resources, quiet_ray, start_ray
 from nas.signals import SearchStopped, StopSignals
+from results.layout_study.comparisons import comparison_readings, comparison_table
 from results.layout_study.rankings import rankings
 from results.layout_study.readings import cell_table, curves_table
 from results.layout_study.report import render_study_report
@@ -35,6 +44,7 @@ from results.run_directory import now_iso
 from search_spaces.architecture import Architecture
 
 NUMBERS = ("step", "train_loss", "train_acc", "val_loss", "val_acc")
+OPTIONAL_NUMBERS = ("teacher_agreement",)  # distilled runs
 
 
 @dataclass(frozen=True)
@@ -61,12 +71,7 @@ class CellRecords(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         cell = trial.config["cell"]
         self.started[cell["cell_id"]] = time.time()
-        record = new_cell_record(cell["cell_id"], cell["layout"], cell["size_label"], cell["seed"],
-                                 cell["arch"], _arch_id(cell["arch"]), train_images=0,
-                                 steps=int(cell["size"]["steps"]),
-                                 deformed="deformed_per_class" in cell["size"],
-                                 **self.costs[cell["layout"]])
-        self.study.write_cell(record)
+        self.study.write_cell(_new_record(cell, self.costs))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
@@ -74,7 +79,7 @@ class CellRecords(tune.Callback):
         if record is None:
             return
         if "step" in result:
-            point = {k: float(result[k]) for k in NUMBERS}
+            point = {k: float(result[k]) for k in NUMBERS + OPTIONAL_NUMBERS if k in result}
             record["curve"] = [p for p in record["curve"] if p["step"] != point["step"]] + [point]
         if result.get("final"):
             record["status"] = ("failed" if result.get("failed") else
@@ -83,11 +88,25 @@ class CellRecords(tune.Callback):
             record["train_images"] = int(result.get("train_images", 0))
             if "heldout_loss" in result:
                 record["heldout"] = {"loss": result["heldout_loss"], "acc": result["heldout_acc"]}
+            if "val_predictions" in result:
+                record["val_predictions"] = result["val_predictions"]
             record["ended"] = now_iso()
             record["wall_time_s"] = round(time.time() - self.started.get(record["cell_id"], time.time()), 2)
         self.study.write_cell(record)
         if result.get("final"):
             self._progress(record)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any,
+                      **info: Any) -> None:
+        """A teacher's run: its weights and input normalisation become STUDY/teachers/<cell>."""
+        cell = trial.config["cell"]
+        folder = checkpoint.path.rstrip("/")
+        with checkpoint.filesystem.open_input_stream(f"{folder}/{TEACHER_WEIGHTS}") as f:
+            weights = f.read()
+        with checkpoint.filesystem.open_input_stream(f"{folder}/{TEACHER_INPUT}") as f:
+            preprocessing = json.loads(f.read())
+        self.study.write_teacher(cell["cell_id"], cell["arch"], _arch_id(cell["arch"]), weights,
+                                 preprocessing)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self.study.read_cell(trial.config["cell"]["cell_id"])
@@ -122,21 +141,26 @@ def run_study(config: StudyConfig | None, out_dir: str | Path, resume: bool = Fa
                              f"(continue it with --resume {study.root})")
     info = describe_data(config.data, config.data_path)
     architectures = study_architectures(config, info.num_classes, info.in_channels)
-    costs = {name: cell_cost(arch) for name, arch in architectures.items()}
+    layout_cells = study_cells(config, architectures)
+    cells = layout_cells + comparison_cells(config, info.num_classes, info.in_channels)
+    named = {**architectures, **{cell.layout: cell.architecture for cell in cells}}
+    costs = {name: cell_cost(arch) for name, arch in named.items()}
     for name, cost in costs.items():
         print(f"{name:8s} params {cost['params']:>10,}  FLOPs {cost['flops']:>13,}  "
-              f"({architectures[name].layout}, depths "
-              f"{'-'.join(str(s.depth) for s in architectures[name].stages)})", flush=True)
-    cells = study_cells(config, architectures)
+              f"({named[name].layout}, depths "
+              f"{'-'.join(str(s.depth) for s in named[name].stages)})", flush=True)
     study.write_config(config.to_dict())
-    todo = [c for c in cells if (study.read_cell(c.cell_id) or {}).get("status") not in DONE]
+    todo = [c for c in cells if not _done(study, c, config)]
+    compared = len(cells) - len(layout_cells)
     print(f"study: {len(cells)} cells ({len(config.architectures.layouts)} layouts x "
-          f"{len(config.sizes)} sizes x {len(config.seeds)} seeds), {len(todo)} to train -> "
-          f"{study.root}", flush=True)
+          f"{len(config.sizes)} sizes x {len(config.seeds)} seeds"
+          + (f", {compared} in the comparisons" if compared else "")
+          + f"), {len(todo)} to train -> {study.root}", flush=True)
+    phases = [[c for c in todo if c.arm != DISTILLED], [c for c in todo if c.arm == DISTILLED]]
     with StopSignals() as stop:
         try:
             if todo:
-                _train(study, config, todo, costs, len(cells), address, stop)
+                _train(study, config, phases, costs, len(cells), address, stop)
         except SearchStopped as exc:
             stop.received = exc.signum
     records, _ = study.read_cells()
@@ -151,7 +175,42 @@ def run_study(config: StudyConfig | None, out_dir: str | Path, resume: bool = Fa
     return StudyResult(study.root, False, ranks, stop.received)
 
 
-def _train(study: StudyDirectory, config: StudyConfig, todo: list[Cell],
+def _done(study: StudyDirectory, cell: Cell, config: StudyConfig) -> bool:
+    """Whether a cell stands: it trained its budget, and a teacher's run also left its teacher."""
+    if (study.read_cell(cell.cell_id) or {}).get("status") not in DONE:
+        return False
+    is_teacher = cell.arm == PLAIN and cell.layout == config.distillation.teacher
+    return not is_teacher or study.teacher_config_path(cell.cell_id).is_file()
+
+
+def _new_record(cell: dict[str, Any], costs: dict[str, dict[str, int]]) -> dict[str, Any]:
+    comparison = ({k: cell[k] for k in ("comparison", "arm", "teacher_cell")}
+                  if cell.get("comparison", LAYOUTS) != LAYOUTS else None)
+    return new_cell_record(cell["cell_id"], cell["layout"], cell["size_label"], cell["seed"],
+                           cell["arch"], _arch_id(cell["arch"]), train_images=0,
+                           steps=int(cell["size"]["steps"]),
+                           deformed="deformed_per_class" in cell["size"],
+                           comparison=comparison, **costs[cell["layout"]])
+
+
+def _with_teacher(study: StudyDirectory, cell: Cell, costs: dict[str, dict[str, int]]
+                  ) -> dict[str, Any] | None:
+    """A distilled cell's config with its teacher's exported config; None (and the cell recorded
+    failed) when the teacher's run left none."""
+    path = study.teacher_config_path(cell.teacher_cell)
+    if path.is_file():
+        return {**cell.to_dict(), "teacher_config": str(path.resolve())}
+    teacher = study.read_cell(cell.teacher_cell) or {"status": "missing"}
+    record = _new_record(cell.to_dict(), costs)
+    record.update(status="failed", ended=now_iso(),
+                  error=f"its teacher {cell.teacher_cell} did not complete "
+                        f"(status {teacher['status']}): no teacher to distil from")
+    study.write_cell(record)
+    print(f"study: {cell.cell_id} failed: {record['error']}", flush=True)
+    return None
+
+
+def _train(study: StudyDirectory, config: StudyConfig, phases: list[list[Cell]],
            costs: dict[str, dict[str, int]], total: int, address: str | None,
            stop: StopSignals) -> None:
     quiet_ray()
@@ -161,40 +220,61 @@ def _train(study: StudyDirectory, config: StudyConfig, todo: list[Cell],
     stop.reinstall()
     try:
         check_resources(config.resources)
-        r = config.resources
-        session = datetime.now(timezone.utc).strftime("session-%Y%m%d-%H%M%S-%f")
-        tuner = tune.Tuner(
-            tune.with_resources(train_cell, {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial}),
-            param_space={"cell": tune.grid_search([c.to_dict() for c in todo]),
-                         "study": config.to_dict(), "threads": r.threads},
-            tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=r.max_concurrent_trials,
-                                        reuse_actors=True, trial_dirname_creator=_trial_dirname),
-            run_config=tune.RunConfig(name=session, storage_path=str(study.root / RAY_DIR),
-                                      callbacks=[CellRecords(study, costs, total)],
-                                      failure_config=tune.FailureConfig(max_failures=0),
-                                      verbose=0))
-        stop.tuning = True
-        try:
-            tuner.fit()
-        finally:
-            stop.tuning = False
+        records = CellRecords(study, costs, total)
+        for phase in phases:
+            if stop.received is not None:
+                break
+            configs = [c.to_dict() if c.arm != DISTILLED else _with_teacher(study, c, costs)
+                       for c in phase]
+            configs = [c for c in configs if c is not None]
+            if configs:
+                _fit(study, config, configs, records, stop)
     finally:
         if started_ray:
             ray.shutdown()
 
 
+def _fit(study: StudyDirectory, config: StudyConfig, cells: list[dict[str, Any]],
+         records: CellRecords, stop: StopSignals) -> None:
+    r = config.resources
+    session = datetime.now(timezone.utc).strftime("session-%Y%m%d-%H%M%S-%f")
+    tuner = tune.Tuner(
+        tune.with_resources(train_cell, {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial}),
+        param_space={"cell": tune.grid_search(cells), "study": config.to_dict(),
+                     "threads": r.threads},
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=r.max_concurrent_trials,
+                                    reuse_actors=True, trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(name=session, storage_path=str(study.root / RAY_DIR),
+                                  callbacks=[records],
+                                  failure_config=tune.FailureConfig(max_failures=0),
+                                  verbose=0))
+    stop.tuning = True
+    try:
+        tuner.fit()
+    finally:
+        stop.tuning = False
+
+
 def write_outputs(study: StudyDirectory, config: StudyConfig, records: list[dict[str, Any]],
                   wall_time_s: float | None = None) -> dict[str, Any]:
-    """study.csv, curves.csv, rankings.json and report.html from the cell records."""
+    """study.csv, curves.csv, rankings.json and report.html from the cell records (and
+    comparisons.csv when the study ran a comparison)."""
     info = describe_data(config.data, config.data_path)
     sizes = [s.label for s in config.sizes]
-    table = cell_table(records, sizes, info.num_classes, config.cheap.matched_losses,
+    layout_records = [r for r in records if r.get("comparison", LAYOUTS) == LAYOUTS]
+    table = cell_table(layout_records, sizes, info.num_classes, config.cheap.matched_losses,
                        config.cheap.steps)
-    curves = curves_table(records)
+    curves = curves_table(layout_records)
     ranks = rankings(table, curves, sizes, config.bootstrap)
+    compared = comparison_table(records)
+    ranks.update(comparison_readings(
+        compared, config.distillation.teacher if config.distillation else None,
+        [s.label for s in config.convit.sizes] if config.convit else None, config.bootstrap))
     ranks["wall_time_s"] = None if wall_time_s is None else round(wall_time_s, 1)
     study.write_output("study.csv", table.to_csv(index=False))
     study.write_output("curves.csv", curves.to_csv(index=False))
+    if len(compared):
+        study.write_output("comparisons.csv", compared.to_csv(index=False))
     study.write_output("rankings.json", json.dumps(_plain(ranks), indent=1))
     study.write_output("report.html", render_study_report(
         config.name, table, curves, ranks, sizes,
@@ -203,9 +283,33 @@ def write_outputs(study: StudyDirectory, config: StudyConfig, records: list[dict
         r = ranks[reading]
         print(f"{reading}: {' > '.join(r['order'])}  (paper: {r['paper']})  tau-b {r['tau_b']:.2f} "
               f"[{r['interval_95'][0]:.2f}, {r['interval_95'][1]:.2f}]", file=sys.stdout, flush=True)
-    print(f"study: outputs in {study.root} (report.html, study.csv, curves.csv, rankings.json)",
-          flush=True)
+    for line in _comparison_lines(ranks):
+        print(line, flush=True)
+    print(f"study: outputs in {study.root} (report.html, study.csv, curves.csv, "
+          f"{'comparisons.csv, ' if len(compared) else ''}rankings.json)", flush=True)
     return ranks
+
+
+def _comparison_lines(ranks: dict[str, Any]) -> list[str]:
+    """One line per student layout and per ConViT size: mean over seeds, [95% interval]."""
+    def shown(reading: dict[str, Any]) -> str:
+        low, high = reading["interval_95"]
+        return f"{reading['mean']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+    lines = []
+    d = ranks.get("distillation")
+    for layout, r in (d or {}).get("layouts", {}).items():
+        acc, agree = r["val_acc"], r["teacher_agreement"]
+        lines.append(f"distillation from {d['teacher']} ({', '.join(d['sizes'])}): {layout} val acc "
+                     f"{acc['plain']['mean']:.3f} -> {acc['distilled']['mean']:.3f} "
+                     f"({shown(acc['difference'])}), agreement with the teacher "
+                     f"{agree['plain']['mean']:.3f} -> {agree['distilled']['mean']:.3f} "
+                     f"({shown(agree['difference'])})")
+    c = ranks.get("convit")
+    for size, r in (c or {}).get("per_size", {}).items():
+        lines.append(f"convit at {size}: DeiT-style {r['DeiT']['mean']:.3f}, ConViT-style "
+                     f"{r['ConViT']['mean']:.3f} (ConViT - DeiT {shown(r['difference'])})")
+    return lines
 
 
 def _arch_id(arch: dict[str, Any]) -> str:

@@ -4,8 +4,13 @@
     STUDY/cells/<cell_id>.json  one record per cell, replaced atomically as the cell trains:
                                 layout, size, seed, architecture, params, FLOPs, status, the
                                 curve (one point per evaluation) and, for deformed sizes, the
-                                loss on deformations of validation images it never saw
-    STUDY/study.csv, curves.csv, rankings.json, report.html   the outputs (`results.layout_study`)
+                                loss on deformations of validation images it never saw; a
+                                comparison's cell also its `comparison` (and the distillation
+                                comparison's `arm`, `teacher_cell`, `val_predictions`)
+    STUDY/teachers/<cell_id>.yaml, .pt   the distillation comparison's teachers, as exported
+                                configs (architecture, weights, input) with their weights
+    STUDY/study.csv, curves.csv, comparisons.csv, rankings.json, report.html   the outputs
+                                (`results.layout_study`)
     STUDY/ray/                  Ray Tune's working files of each session (never read back)
 
 A killed study resumes from the records: completed (or diverged) cells stand, the rest train again.
@@ -19,9 +24,11 @@ from typing import Any, Mapping
 import yaml
 
 from results.run_directory import RunDirError, atomic_write, jsonable, load_json, now_iso
+from results.storage import LocalStorage
 
 CONFIG_FILE = "study.yaml"
 CELLS_DIR = "cells"
+TEACHERS_DIR = "teachers"
 RAY_DIR = "ray"
 CELL_STATUSES = ("completed", "diverged", "failed", "running")
 DONE = ("completed", "diverged")  # a cell that trained its whole budget (diverged: it stopped)
@@ -29,13 +36,14 @@ DONE = ("completed", "diverged")  # a cell that trained its whole budget (diverg
 
 def new_cell_record(cell_id: str, layout: str, size: str, seed: int, architecture: Mapping,
                     arch_id: str, params: int, flops: int, train_images: int, steps: int,
-                    deformed: bool) -> dict[str, Any]:
-    """A cell record as it starts training."""
+                    deformed: bool, comparison: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A cell record as it starts training; `comparison`: a comparison cell's {comparison, arm,
+    teacher_cell}."""
     return {"cell_id": cell_id, "layout": layout, "size": size, "seed": seed,
             "architecture": dict(architecture), "arch_id": arch_id, "params": params,
             "flops": flops, "train_images": train_images, "steps": steps, "deformed": deformed,
             "status": "running", "curve": [], "heldout": None, "error": None,
-            "started": now_iso(), "ended": None, "wall_time_s": None}
+            "started": now_iso(), "ended": None, "wall_time_s": None, **(comparison or {})}
 
 
 class StudyDirectory:
@@ -94,6 +102,22 @@ class StudyDirectory:
             except RunDirError as exc:
                 unreadable.append((str(path), str(exc).removeprefix(f"{path}: ")))
         return cells, unreadable
+
+    def teacher_config_path(self, cell_id: str) -> Path:
+        return self.root / TEACHERS_DIR / f"{cell_id}.yaml"
+
+    def write_teacher(self, cell_id: str, architecture: Mapping[str, Any], arch_id: str,
+                      weights: bytes, preprocessing: Mapping[str, Any]) -> Path:
+        """A teacher run's weights and an exported config of it (the form `train.distill.teacher`
+        reads), the weights first: a config on disk always has its weights."""
+        folder = self.root / TEACHERS_DIR
+        folder.mkdir(exist_ok=True)
+        LocalStorage(folder).write_bytes(f"{cell_id}.pt", weights)
+        path = self.teacher_config_path(cell_id)
+        atomic_write(path, yaml.safe_dump({"architecture": dict(architecture), "arch_id": arch_id,
+                                           "weights": f"{cell_id}.pt", "input": dict(preprocessing)},
+                                          sort_keys=False))
+        return path
 
     def write_output(self, name: str, text: str) -> Path:
         path = self.root / name

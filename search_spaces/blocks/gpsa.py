@@ -86,6 +86,6 @@ class GPSABlock(TransformerBlock):
     """`G` block: pre-norm gated positional self-attention + FFN (ConViT)."""
 
     def __init__(self, dim_in: int, dim_out: int, head_size: int, stride: int = 1,
-                 expansion: int = 4, locality_strength: float = 1.0):
+                 expansion: int = 4, locality_strength: float = 1.0, drop_path: float = 0.0):
         attn = GatedPositionalAttention(dim_in, dim_out, dim_out // head_size, locality_strength)
-        super().__init__(dim_in, dim_out, attn, stride, expansion, norm_eps=1e-6)
+        super().__init__(dim_in, dim_out, attn, stride, expansion, norm_eps=1e-6, drop_path=drop_path)

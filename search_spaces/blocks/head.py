@@ -34,3 +34,27 @@ class TokenHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.norm(x[:, 0]))
+
+
+class DistilledTokenHead(nn.Module):
+    """DeiT's two heads: LayerNorm, then one Linear on the class token (token 0) and one on the
+    distillation token (token 1).
+
+    (B, N, C) -> (B, num_classes), the mean of the two heads' logits (DeiT's inference); while
+    training with `distilled_training` set, the pair (class-head logits, distillation-head
+    logits), each (B, num_classes), for a loss that gives each head its own target.
+    """
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.fc = init_linear_(nn.Linear(dim, num_classes))
+        self.fc_dist = init_linear_(nn.Linear(dim, num_classes))
+        self.distilled_training = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.norm(x[:, :2])  # (B, 2, C): class and distillation tokens
+        logits, logits_dist = self.fc(tokens[:, 0]), self.fc_dist(tokens[:, 1])
+        if self.distilled_training and self.training:
+            return logits, logits_dist
+        return (logits + logits_dist) / 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from search_spaces.blocks.drop_path import drop_path_or_identity
+
 
 class SqueezeExcite(nn.Module):
     """Channel gating: x * sigmoid(W2 GELU(W1 mean_hw(x))). (B, C, H, W) -> (B, C, H, W)."""
@@ -33,12 +35,13 @@ class MBConv(nn.Module):
     CoAtNet A.1: x <- Proj(Pool(x)) + Conv(DepthConv(Conv(Norm(x), stride=2))), with the stride on
     the first 1x1 conv. That is the variant whose FLOPs CoAtNet's Table 4 reports (Table 9 puts it
     on the depthwise conv instead, which costs about 10% more at the same parameter count).
+    drop_path: stochastic depth of the residual branch (whole samples, training only).
 
     (B, dim_in, H, W) -> (B, dim_out, H/stride, W/stride)
     """
 
     def __init__(self, dim_in: int, dim_out: int, stride: int = 1, expansion: int = 4,
-                 se_ratio: float = 0.25):
+                 se_ratio: float = 0.25, drop_path: float = 0.0):
         super().__init__()
         hidden = dim_out * expansion
         self.norm = nn.BatchNorm2d(dim_in)
@@ -53,10 +56,11 @@ class MBConv(nn.Module):
         # identity branch: Pool then 1x1 Proj when the shape changes
         self.pool = downsample_pool() if stride == 2 else nn.Identity()
         self.shortcut = nn.Conv2d(dim_in, dim_out, 1) if dim_in != dim_out else nn.Identity()
+        self.drop_path = drop_path_or_identity(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.expand(self.norm(x))  # (B, hidden, H/s, W/s)
         y = self.act1(self.norm1(y))
         y = self.act2(self.norm2(self.depthwise(y)))
         y = self.project(self.se(y))  # (B, dim_out, H/s, W/s)
-        return self.shortcut(self.pool(x)) + y
+        return self.shortcut(self.pool(x)) + self.drop_path(y)

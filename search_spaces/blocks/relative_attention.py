@@ -69,6 +69,6 @@ class RelTransformerBlock(TransformerBlock):
     """`T` block: pre-norm relative attention + FFN; `grid` is the attention grid (after stride)."""
 
     def __init__(self, dim_in: int, dim_out: int, head_size: int, grid: tuple[int, int],
-                 stride: int = 1, expansion: int = 4, qkv_bias: bool = True):
+                 stride: int = 1, expansion: int = 4, qkv_bias: bool = True, drop_path: float = 0.0):
         attn = RelativeAttention(dim_in, dim_out, dim_out // head_size, grid, qkv_bias)
-        super().__init__(dim_in, dim_out, attn, stride, expansion, norm_eps=1e-5)
+        super().__init__(dim_in, dim_out, attn, stride, expansion, norm_eps=1e-5, drop_path=drop_path)

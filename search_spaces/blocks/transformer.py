@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from search_spaces.blocks.drop_path import drop_path_or_identity
 from search_spaces.blocks.ffn import FeedForward, init_linear_
 from search_spaces.blocks.grid import Grid, downsampled, map_to_tokens, tokens_to_map
 from search_spaces.blocks.mbconv import downsample_pool
@@ -26,12 +27,13 @@ class TransformerBlock(nn.Module):
     and `G`: x <- Proj(Pool(x)) + Attention(Pool(Norm(x))), 3x3 average pooling with stride 2 on
     both branches and a linear projection on the identity branch (also used, without pooling,
     when only the width changes). Downsampling needs a token sequence without prefix tokens.
+    drop_path: stochastic depth of both residual branches (whole samples, training only).
 
     (B, P + H*W, dim_in), (H, W) -> (B, P + H'*W', dim_out), (H', W')
     """
 
     def __init__(self, dim_in: int, dim_out: int, attn: nn.Module, stride: int = 1,
-                 expansion: int = 4, norm_eps: float = 1e-5):
+                 expansion: int = 4, norm_eps: float = 1e-5, drop_path: float = 0.0):
         super().__init__()
         self.stride = stride
         self.norm1 = nn.LayerNorm(dim_in, eps=norm_eps)
@@ -44,6 +46,7 @@ class TransformerBlock(nn.Module):
         self.attn = attn
         self.norm2 = nn.LayerNorm(dim_out, eps=norm_eps)
         self.ffn = FeedForward(dim_out, expansion)
+        self.drop_path = drop_path_or_identity(drop_path)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
         h = self.norm1(x)
@@ -52,6 +55,6 @@ class TransformerBlock(nn.Module):
                 raise ValueError("a downsampling attention block cannot carry prefix (class) tokens")
             h, x = pool_tokens(h, grid, self.pool), pool_tokens(x, grid, self.pool)
             grid = downsampled(grid, self.stride)
-        x = self.shortcut(x) + self.attn(h, grid)
-        x = x + self.ffn(self.norm2(x))
+        x = self.shortcut(x) + self.drop_path(self.attn(h, grid))
+        x = x + self.drop_path(self.ffn(self.norm2(x)))
         return x, grid

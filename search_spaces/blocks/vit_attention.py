@@ -34,6 +34,6 @@ class ViTBlock(TransformerBlock):
     """`A` block: pre-norm plain attention + FFN (DeiT)."""
 
     def __init__(self, dim_in: int, dim_out: int, head_size: int, stride: int = 1,
-                 expansion: int = 4, qkv_bias: bool = True):
+                 expansion: int = 4, qkv_bias: bool = True, drop_path: float = 0.0):
         attn = Attention(dim_in, dim_out, dim_out // head_size, qkv_bias)
-        super().__init__(dim_in, dim_out, attn, stride, expansion, norm_eps=1e-6)
+        super().__init__(dim_in, dim_out, attn, stride, expansion, norm_eps=1e-6, drop_path=drop_path)
