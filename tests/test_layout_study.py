@@ -21,6 +21,7 @@ from scipy.stats import kendalltau
 from evaluators.cost import count_cost
 from evaluators.data import load_data
 from evaluators.deformed_data import deformed_data
+from evaluators.distillation import student_architecture
 from nas.layout_study.cells import cell_training, comparison_cells, study_cells
 from nas.layout_study.config import StudyConfig, StudyConfigError
 from results.export import build
@@ -267,7 +268,8 @@ def test_tiny_study_end_to_end_killed_and_resumed(tmp_path):
 
 COMPARED = {
     **TINY,
-    "distillation": {"size": {"per_class": 5, "steps": 12}, "layouts": ["ViT_REL"], "evaluations": 2,
+    "distillation": {"size": {"per_class": 5, "steps": 12}, "layouts": ["ViT_REL", "DeiT"],
+                     "evaluations": 2,
                      "train": {"augment": True, "mixup": 0.8, "cutmix": 1.0}},
     "convit": {"sizes": [{"per_class": 5, "steps": 12}, {"per_class": "all", "steps": 12}],
                "width": 16, "depth": 2, "local_blocks": 1, "head_size": 8, "patch_size": 4,
@@ -293,10 +295,16 @@ def test_comparison_cells_and_their_teachers():
     assert StudyConfig.from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict()))) == config
     cells = comparison_cells(config, num_classes=10, in_channels=1)
     ids = [c.cell_id for c in cells]
-    assert len(ids) == len(set(ids)) == 2 * 3 + 2 * 2 * 2  # per seed: 2 plain + 1 distilled; convit
+    assert len(ids) == len(set(ids)) == 2 * 5 + 2 * 2 * 2  # per seed: 3 plain + 2 distilled; convit
     distilled = [c for c in cells if c.arm == "distilled"]
-    assert [c.cell_id for c in distilled] == ["distill_ViT_REL_5pc_s0_distilled",
-                                              "distill_ViT_REL_5pc_s1_distilled"]
+    assert [c.cell_id for c in distilled] == [
+        "distill_ViT_REL_5pc_s0_distilled", "distill_DeiT_5pc_s0_distilled",
+        "distill_ViT_REL_5pc_s1_distilled", "distill_DeiT_5pc_s1_distilled"]
+    # the DeiT-style stack is a class-token student: it distils through DeiT's distillation token
+    deit = next(c for c in distilled if c.layout == "DeiT")
+    assert deit.architecture.head == "token" and student_architecture(deit.architecture).distill_token
+    assert deit.architecture == next(c for c in cells if c.layout == "DeiT"
+                                     and c.comparison == "convit").architecture
     for cell in distilled:  # its teacher: the plain C-C-C-C run of the same seed, which exists
         assert cell.teacher_cell == f"distill_C-C-C-C_5pc_s{cell.seed}_plain" and cell.teacher_cell in ids
     train, evaluations = cell_training(config, {**distilled[0].to_dict(), "teacher_config": __file__})
@@ -389,9 +397,9 @@ def test_tiny_study_with_both_comparisons_end_to_end(tmp_path):
     proc = study_cli(str(config), "--out", str(out))
     output, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, output
-    assert "34 cells (5 layouts x 2 sizes x 2 seeds, 14 in the comparisons), 34 to train" in output
+    assert "38 cells (5 layouts x 2 sizes x 2 seeds, 18 in the comparisons), 38 to train" in output
     compared = pd.read_csv(out / "comparisons.csv")
-    assert len(compared) == 14 and (compared["status"] == "completed").all()
+    assert len(compared) == 18 and (compared["status"] == "completed").all()
     assert len(pd.read_csv(out / "study.csv")) == 20  # the layouts' readings: their cells only
     data = load_data("digits", 16)
     for seed in (0, 1):
@@ -405,12 +413,14 @@ def test_tiny_study_with_both_comparisons_end_to_end(tmp_path):
         assert predicted == [int(v) for v in recorded.split(",")]
         # the distilled run's own agreement reading (trainer, against the loaded teacher) is the
         # one the study computes from the two runs' recorded predictions
-        student = json.loads((out / "cells" / f"distill_ViT_REL_5pc_s{seed}_distilled.json").read_text())
-        row = compared.set_index("cell_id").loc[student["cell_id"]]
-        assert student["curve"][-1]["teacher_agreement"] == pytest.approx(row["teacher_agreement"])
-        assert row["teacher_cell"] == teacher_id
+        for layout in ("ViT_REL", "DeiT"):
+            student = json.loads(
+                (out / "cells" / f"distill_{layout}_5pc_s{seed}_distilled.json").read_text())
+            row = compared.set_index("cell_id").loc[student["cell_id"]]
+            assert student["curve"][-1]["teacher_agreement"] == pytest.approx(row["teacher_agreement"])
+            assert row["teacher_cell"] == teacher_id
     ranks = json.loads((out / "rankings.json").read_text())
-    assert set(ranks["distillation"]["layouts"]) == {"ViT_REL"}
+    assert set(ranks["distillation"]["layouts"]) == {"ViT_REL", "DeiT"}
     assert list(ranks["convit"]["per_size"]) == ["5/class", "all"]
     report = (out / "report.html").read_text()
     assert "Distillation from a C-C-C-C teacher" in report and "ConViT- against DeiT-style" in report

@@ -31,7 +31,7 @@ from evaluators.deformed_data import deformed_data, deformed_images
 from evaluators.distillation import DistillConfig
 from evaluators.trainer import TrainConfig, Trainer
 from evaluators.trial import load_trial_data
-from nas.layout_study.config import SizeConfig, StudyConfig, parse_size
+from nas.layout_study.config import ConvitComparison, SizeConfig, StudyConfig, parse_size
 from search_spaces.architecture import Architecture
 from search_spaces.presets import layout_study, vit_study
 
@@ -88,8 +88,9 @@ def all_layouts(config: StudyConfig, num_classes: int, in_channels: int) -> dict
 
 def convit_architectures(config: StudyConfig, num_classes: int, in_channels: int
                          ) -> dict[str, Architecture]:
-    """The ConViT comparison's DeiT- and ConViT-style stacks (`presets.vit_study`)."""
-    c = config.convit
+    """The ConViT comparison's DeiT- and ConViT-style stacks (`presets.vit_study`; its default
+    shape when the study has no ConViT comparison)."""
+    c = config.convit or ConvitComparison()
     return vit_study(config.resolution, in_channels, num_classes, c.width, c.depth, c.local_blocks,
                      c.head_size, c.patch_size)
 
@@ -107,7 +108,8 @@ def comparison_cells(config: StudyConfig, num_classes: int, in_channels: int) ->
     cells = []
     if config.distillation is not None:
         d = config.distillation
-        layouts = all_layouts(config, num_classes, in_channels)
+        layouts = {**all_layouts(config, num_classes, in_channels),
+                   **convit_architectures(config, num_classes, in_channels)}
         plain = list(dict.fromkeys([d.teacher, *d.layouts]))
         for seed in d.seeds or config.seeds:
             teacher = Cell(d.teacher, d.size, seed, layouts[d.teacher], DISTILLATION, PLAIN)

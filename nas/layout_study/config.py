@@ -18,7 +18,7 @@ from evaluators.distillation import check_distill_options
 from evaluators.trainer import TrainConfig
 from nas.config import ResourcesConfig, validate_resources
 from search_spaces.fields import FieldError, check_keys, from_mapping, typed
-from search_spaces.presets import LAYOUT_STUDY
+from search_spaces.presets import LAYOUT_STUDY, VIT_STUDY
 
 FULL_CONFIG = "layout_study.yaml"
 QUICK_CONFIG = "layout_study_quick.yaml"
@@ -87,7 +87,9 @@ class CheapReadingsConfig:
 @dataclass(frozen=True)
 class DistillationComparison:
     """Comparison (a), DeiT's claim that distillation from a convnet narrows attention's
-    generalization gap. At `size`, for every seed, each of `layouts` trains twice with the study's
+    generalization gap. At `size`, for every seed, each of `layouts` (the study's layouts, or the
+    ConViT comparison's `DeiT` / `ConViT` stacks: class-token students, which distil through
+    DeiT's distillation token and second head) trains twice with the study's
     training changed by `train` (default: DeiT's regularizers): without a teacher, and with
     distillation (`mode`, `temperature`, `alpha`, `teacher_pass`: `train.distill`'s options) from
     the `teacher` layout's own run without one (same seed: the same training images, recipe and
@@ -271,9 +273,11 @@ def _distillation(value: Any) -> DistillationComparison:
     if "size" in values:
         values["size"] = parse_size(values["size"], f"{where}.size")
     if "layouts" in values:
-        values["layouts"] = tuple(_names(values["layouts"], f"{where}.layouts"))
+        values["layouts"] = tuple(_names(values["layouts"], f"{where}.layouts",
+                                         LAYOUT_STUDY + VIT_STUDY))
     if "teacher" in values:
-        values["teacher"] = _names([values["teacher"]], f"{where}.teacher")[0]
+        values["teacher"] = _names([values["teacher"]], f"{where}.teacher",
+                                   LAYOUT_STUDY + VIT_STUDY)[0]
     _comparison_common(values, where)
     return from_mapping(DistillationComparison, values, where, error=StudyConfigError)
 
@@ -315,11 +319,11 @@ def _list(value: Any, where: str) -> list:
     return value
 
 
-def _names(value: Any, where: str) -> list[str]:
+def _names(value: Any, where: str, known: tuple[str, ...] = LAYOUT_STUDY) -> list[str]:
     names = _list(value, where)
     for name in names:
-        if name not in LAYOUT_STUDY:
-            raise StudyConfigError(where, f"unknown layout {name!r} (known: {list(LAYOUT_STUDY)})")
+        if name not in known:
+            raise StudyConfigError(where, f"unknown layout {name!r} (known: {list(known)})")
     return names
 
 
