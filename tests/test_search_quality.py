@@ -77,9 +77,10 @@ def test_a_simulated_search_is_deterministic_and_spends_its_budget(table):
 
 def test_full_budget_search_completes_every_trial_and_asha_stops_some(table):
     full = simulate(table, OptunaProposer(table, "random", 3), FullBudget(), budget_epochs=54)
-    assert all(t.status in ("completed", "failed") and t.epochs == table.epochs
-               for t in full.trials if t.status != "failed")
-    assert len(full.trials) == 54 // table.epochs
+    assert all(t.status in ("completed", "unscored") and t.epochs == table.epochs
+               for t in full.trials)
+    # the budget runs out while the other worker's trial is still training: it never ends
+    assert len(full.trials) == 54 // table.epochs - 1 and full.compute == 54
     asha = simulate(table, OptunaProposer(table, "random", 3), RayASHA(table, "fit_full", 1, 3),
                     budget_epochs=54)
     assert any(t.status == "pruned" for t in asha.trials)
