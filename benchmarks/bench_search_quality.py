@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     frame = pd.DataFrame(lines)
     pd.DataFrame(rows).to_csv(args.out / "search_quality.csv", index=False)
     frame.to_csv(args.out / "search_quality_summary.csv", index=False)
-    figure = plot(curves, budget, args.out,
+    figure = plot({k: v for k, v in curves.items() if "g=" not in k}, budget, args.out,  # no ablation
                   f"Search quality on the digits ground truth ({len(table.arch_ids)} "
                   f"architectures, {len(seeds)} seeds, budget {budget} epochs)")
 
