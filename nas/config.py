@@ -23,7 +23,7 @@ from search_spaces.space import SearchSpace
 DEFAULT_CONFIG = "default_search.yaml"
 
 SAMPLERS = ("tpe", "nsga2", "random")
-SCHEDULERS = ("asha", "none")
+SCHEDULERS = ("moasha", "asha", "none")
 
 
 class SearchConfigError(FieldError):
@@ -59,15 +59,20 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """Early stopping: `asha` on `metric` (epochs as time; one of the search's objectives, null:
-    the first), or `none` (every trial trains its full budget). `mode` defaults to that
-    objective's direction. A search is never culled on a metric it does not optimise."""
+    """Early stopping, with epochs as time; rungs at grace_period * reduction_factor**k epochs
+    below the trial's `train.epochs` (the max budget: a trial that gets there completes).
 
-    name: str = "asha"
+    name: `moasha` (multi-objective ASHA, `nas.moasha`: at each rung the top 1/reduction_factor
+    by non-dominated sorting on all the search's objectives continue), `asha` (Ray Tune's ASHA
+    on one objective: `metric`, null: the first; `mode` defaults to its direction), or `none`
+    (every trial trains its full budget). null: `moasha` for a search with several objectives,
+    `asha` for one. A search is never culled on a metric it does not optimise."""
+
+    name: str | None = None
     metric: str | None = None
     mode: str | None = None
     grace_period: int = 1
-    reduction_factor: float = 2.0
+    reduction_factor: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,9 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
+        if self.scheduler.name is None:  # the default: every objective counts at the rungs
+            name = "moasha" if len(self.objectives) > 1 else "asha"
+            object.__setattr__(self, "scheduler", dataclasses.replace(self.scheduler, name=name))
         _validate(self)
 
     @property
@@ -297,10 +305,15 @@ def _validate(config: SearchConfig) -> None:
                                 "a search is culled only on what it optimises")
     if sch.mode not in (None, "min", "max"):
         raise SearchConfigError("scheduler.mode", f"must be 'min', 'max' or null, got {sch.mode!r}")
+    for name in ("metric", "mode"):
+        if sch.name == "moasha" and getattr(sch, name) is not None:
+            raise SearchConfigError(f"scheduler.{name}", "moasha ranks trials on all the search's "
+                                    f"objectives; {name} is for the single-metric asha")
     if sch.grace_period < 1:
         raise SearchConfigError("scheduler.grace_period", "must be >= 1")
-    if not sch.reduction_factor > 1:
-        raise SearchConfigError("scheduler.reduction_factor", "must be > 1")
+    if not (sch.reduction_factor > 1 and math.isfinite(sch.reduction_factor)):
+        raise SearchConfigError("scheduler.reduction_factor",
+                                f"must be a number > 1, got {sch.reduction_factor!r}")
     validate_resources(config.resources, SearchConfigError)
     if not isinstance(config.trial, TrialConfig):
         raise SearchConfigError("trial", "expected a TrialConfig")

@@ -6,6 +6,8 @@ an absolute path), so a run can be resumed where it now lies: copied, moved, or 
 - a record that finished stands, and Optuna is told its outcome if the driver died before it was;
 - a trial that was running (its record `running`, unreadable, or never written) is trained again
   from the start under the same record id: nothing finished is lost, nothing is trained twice;
+- except one whose record holds the rung decision that stopped it (the driver died between the
+  decision and the end of the trial): the decision stands, the trial is `pruned`;
 - a candidate rejected before training whose record was never written gets it now.
 """
 
@@ -59,6 +61,12 @@ def plan_resume(store: RunDirectory, study: optuna.Study, objectives: list[str],
             continue
         in_study.add(record_id)
         record = by_id.get(record_id)
+        if record is not None and record["status"] == "running" and record_id not in damaged \
+                and record.get("stopped_at_rung") is not None:
+            record.update(status="pruned", ended=now_iso())
+            store.write_record(record)
+            notes.append(f"trial {record_id} was stopped at rung {record['stopped_at_rung']} "
+                         "before the driver died: pruned")
         if record is not None and record["status"] in FINISHED and record_id not in damaged:
             if trial.state == TrialState.RUNNING:  # finished, but Optuna was never told
                 values = [record["objectives"].get(name) for name in objectives]

@@ -8,8 +8,9 @@
 
 Steps: check that the run storage (a folder or a URI) can be written, resolve the space against
 the data set, refuse a budget no architecture can meet (all before Ray starts), open the run
-directory and its Optuna study, start or join Ray, run Tune (BudgetedOptunaSearch + ASHA, records
-and TensorBoard scalars written by driver callbacks, weights uploaded by Tune's checkpoints), and
+directory and its Optuna study, start or join Ray, run Tune (BudgetedOptunaSearch, early stopping
+by multi-objective ASHA (`nas.moasha`) or ASHA, records and TensorBoard scalars written by driver
+callbacks, weights uploaded by Tune's checkpoints), and
 write summary.json when every trial has ended. An interrupted search (Ctrl-C, SIGTERM, a killed
 driver, a store that went away) leaves its run resumable with `resume=True`, wherever the
 directory is moved (`nas.resume`).
@@ -300,26 +301,40 @@ def trial_dirname(trial: Any) -> str:
     return trial.trial_id
 
 
+def _new_scheduler(store: RunDirectory, config: SearchConfig):
+    """The session's early stopping. MOASHA's rungs are rebuilt from the records (a resumed
+    search never restores Tune's state); Ray Tune's ASHA starts empty each session."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from nas.moasha import MOASHAScheduler
+    from nas.rungs import Rungs
+
+    sch = config.scheduler
+    if sch.name == "none" or config.epochs <= sch.grace_period:
+        return FIFOScheduler()
+    if sch.name == "moasha":
+        return MOASHAScheduler(Rungs.from_records(
+            store.read_records(), config.objectives, config.epochs, sch.grace_period,
+            sch.reduction_factor))
+    objective = config.scheduler_objective()
+    return ASHAScheduler(
+        time_attr="epoch", metric=objective.name, mode=objective.direction,
+        max_t=config.epochs, grace_period=sch.grace_period, reduction_factor=sch.reduction_factor,
+        stop_last_trials=False)  # a trial in its last epoch ends by itself, with its final report
+
+
 def _new_tuner(store: RunDirectory, config: SearchConfig, searcher, num_samples: int, trial_fn):
     """A fresh Tune experiment for this session, under RUN/ray/session-<time>. Tune's own state is
     never restored: a resumed search is a new session over the same records and study."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from nas.moasha import MOASHAScheduler
     from nas.tensorboard import TensorBoardCallback
     from nas.tracking import RecordsCallback
 
-    sch = config.scheduler
-    if sch.name == "asha" and config.epochs > sch.grace_period:
-        scheduler = ASHAScheduler(
-            time_attr="epoch", metric=config.scheduler_objective().name,
-            mode=config.scheduler_objective().direction,
-            max_t=config.epochs, grace_period=sch.grace_period,
-            reduction_factor=sch.reduction_factor,
-            stop_last_trials=False)  # a trial in its last epoch ends by itself, with its final report
-    else:
-        scheduler = FIFOScheduler()
+    scheduler = _new_scheduler(store, config)
+    decisions = scheduler if isinstance(scheduler, MOASHAScheduler) else None  # into the records
     session = datetime.now(timezone.utc).strftime("session-%Y%m%d-%H%M%S-%f")
     storage_path, storage_filesystem = store.storage.ray_storage(RAY_DIR)
     # Tune's own TensorBoard logger would put a second copy of every metric under RUN/ray/, keyed
@@ -334,7 +349,8 @@ def _new_tuner(store: RunDirectory, config: SearchConfig, searcher, num_samples:
             trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=session, storage_path=storage_path, storage_filesystem=storage_filesystem,
-            callbacks=[RecordsCallback(store, [o.name for o in config.objectives], config.epochs),
+            callbacks=[RecordsCallback(store, [o.name for o in config.objectives], config.epochs,
+                                       decisions),
                        TensorBoardCallback(store), ProgressCallback(store, config.num_trials),
                        CSVLoggerCallback(), JsonLoggerCallback()],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),

@@ -3,7 +3,9 @@
 A record is written when the trial starts, after every reported epoch, and when it ends; the end
 status comes from what Tune saw: `completed` (its final report arrived), `diverged`, `pruned`
 (stopped by the scheduler before its final report) or `failed` (raised; the error text is kept).
-Records are keyed by the record id the searcher gave the trial (a trial trained again after an
+A multi-objective scheduler's rung decisions (`nas.moasha`) go into the record in the same write
+as the epoch they were taken on (`rung_decisions`, and `stopped_at_rung`/`stop_reason` for the
+decision that stopped it). Records are keyed by the record id the searcher gave the trial (a trial trained again after an
 interruption keeps its id), and written on the driver, so trials may run on any node: a trial's
 weights reach the run through Ray Tune's checkpoint upload to the run storage, and the driver
 copies them to RUN/weights/. Each record notes the node that ran it.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow.fs
 from ray import tune
@@ -50,14 +52,22 @@ def metrics_of(result: dict[str, Any]) -> dict[str, float]:
             if k not in TUNE_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+class Decisions(Protocol):
+    """Where the records learn a scheduler's decision on a report (`nas.moasha`)."""
+
+    def pop_decision(self, record_id: str, epoch: int) -> Any: ...
+
+
 class RecordsCallback(tune.Callback):
     """Writes RUN/trials/<record_id>.json for every trial Tune runs, and copies kept weights
-    into RUN/weights/."""
+    into RUN/weights/. decisions: the scheduler whose rung decisions go into the records."""
 
-    def __init__(self, store: RunDirectory, objectives: list[str], epochs: int):
+    def __init__(self, store: RunDirectory, objectives: list[str], epochs: int,
+                 decisions: Decisions | None = None):
         self.store = store
         self.objectives = list(objectives)
         self.epochs = epochs
+        self.decisions = decisions
         self._t0: dict[str, float] = {}
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -83,6 +93,10 @@ class RecordsCallback(tune.Callback):
             history.sort(key=lambda h: h.get("epoch", 0.0))
         record.update(history=history, metrics=history[-1] if history else row,
                       epochs_done=int(max((h.get("epoch", 0) for h in history), default=0)))
+        decision = self.decisions.pop_decision(record_id_of(trial), int(epoch)) \
+            if self.decisions is not None else None
+        if decision is not None:
+            _note_decision(record, decision)
         if result.get(ERROR_KEY):
             record["error"] = str(result[ERROR_KEY])
         if result.get(NODE_KEY):
@@ -130,6 +144,14 @@ class RecordsCallback(tune.Callback):
         t0 = self._t0.pop(record_id, None)
         record["wall_time_s"] = None if t0 is None else round(time.time() - t0, 3)
         self.store.write_record(record)
+
+
+def _note_decision(record: dict[str, Any], decision: Any) -> None:
+    """Add a rung decision to a record (one per rung: a trial trained again replaces its own)."""
+    kept = [d for d in record.get("rung_decisions") or [] if d.get("rung") != decision.rung]
+    record["rung_decisions"] = sorted(kept + [decision.to_dict()], key=lambda d: d["rung"])
+    if not decision.promote:
+        record.update(stopped_at_rung=decision.rung, stop_reason=decision.reason)
 
 
 def _error_text(trial: Any) -> str:

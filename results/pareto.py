@@ -85,6 +85,38 @@ def _ranks_sorted(points: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def hypervolume(values: np.ndarray | Sequence[Sequence[float]], directions: Sequence[str],
+                reference: Sequence[float]) -> float:
+    """The volume dominated by the points of `values` (n, k) and bounded by `reference`, under
+    per-column directions: the measure of the region every point of which is at least as bad as
+    some point and at least as good as the reference on every objective. Points not better than
+    the reference on every objective add nothing. Exact, by slicing along the last objective
+    (fine for the fronts of a search: a few dozen points, two or three objectives)."""
+    points = np.asarray(values, dtype=float).reshape(-1, len(directions))
+    if np.isnan(points).any():
+        raise ValueError("values contain NaN; drop those rows first")
+    signs = np.array([1.0 if d == "min" else -1.0 for d in directions])
+    ref = np.asarray(reference, dtype=float) * signs
+    points = points * signs  # minimised from here on
+    points = points[(points < ref).all(axis=1)]
+    if len(points) == 0:
+        return 0.0
+    return float(_volume(points[pareto_ranks(points, ["min"] * len(ref)) == 0], ref))
+
+
+def _volume(points: np.ndarray, ref: np.ndarray) -> float:
+    """Dominated volume of minimised points, all strictly better than `ref`."""
+    if points.shape[1] == 1:
+        return float(ref[0] - points[:, 0].min())
+    order = np.argsort(points[:, -1], kind="stable")
+    points, volume = points[order], 0.0
+    for i in range(len(points)):
+        upper = points[i + 1, -1] if i + 1 < len(points) else ref[-1]
+        if upper > points[i, -1]:  # the slab where exactly points[:i+1] reach
+            volume += (upper - points[i, -1]) * _volume(points[:i + 1, :-1], ref[:-1])
+    return volume
+
+
 def objective_column(table: pd.DataFrame, name: str) -> str:
     """The column holding objective `name`: the value the search used (`obj_<name>`) if recorded,
     else a metric or cost column of that name."""

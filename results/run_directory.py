@@ -77,6 +77,9 @@ def new_record(trial_id: str, number: int, status: str, architecture: Mapping[st
     node: where the trial ran ({node_id, ip, hostname, pid} of its Ray worker), null until known.
     unscored: why a completed trial has no value for an objective (its run never reached the
     training loss that objective is read at); such a trial is on no front. Null otherwise.
+    rung_decisions: what the early-stopping scheduler decided at each rung the trial reached
+    ({rung, epoch, action: continue|stop, reason}); stopped_at_rung / stop_reason: the rung
+    (1 = the grace period) and the reason of the decision that stopped it, null otherwise.
     """
     if status not in STATUSES:
         raise ValueError(f"status: unknown trial status {status!r} (known: {list(STATUSES)})")
@@ -87,6 +90,7 @@ def new_record(trial_id: str, number: int, status: str, architecture: Mapping[st
         "epochs_done": 0, "epochs_budget": epochs_budget, "started": None, "ended": None,
         "wall_time_s": None, "weights": None, "optuna_state": None, "node": None,
         "unscored": None,
+        "rung_decisions": [], "stopped_at_rung": None, "stop_reason": None,
     }
     unknown = sorted(set(fields) - set(record))
     if unknown:

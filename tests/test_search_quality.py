@@ -1,0 +1,87 @@
+"""Search quality measured on ground truth: the hypervolume against hand-computed cases, and the
+search simulator (`benchmarks/simulate.py`) on the committed digits table: deterministic (same
+seed, same trials), spending exactly its budget, and keeping stopped trials off the front."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from results.pareto import hypervolume
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from simulate import (FullBudget, Hypervolume, OptunaProposer, OurMOASHA, RayASHA,  # noqa: E402
+                      Table, simulate)
+
+
+def test_hypervolume_of_a_hand_computed_2d_front():
+    # minimised, reference (4, 4): staircase 1x3 + 1x2 + 1x1 = 6; a dominated point adds nothing
+    assert hypervolume([[1, 3], [2, 2], [3, 1]], ["min", "min"], [4, 4]) == pytest.approx(6.0)
+    assert hypervolume([[1, 3], [2, 2], [3, 1], [3, 3]], ["min", "min"], [4, 4]) == pytest.approx(6.0)
+    # maximised (accuracy, fit), reference (0, 0): 0.9 x 0.2 + 0.5 x (0.6 - 0.2) = 0.38
+    assert hypervolume([[0.9, 0.2], [0.5, 0.6]], ["max", "max"], [0, 0]) == pytest.approx(0.38)
+    # mixed: maximise a, minimise b, reference (0, 10): 2 x (10 - 4) + (3 - 2) x (10 - 7) = 15
+    assert hypervolume([[2, 4], [3, 7]], ["max", "min"], [0, 10]) == pytest.approx(15.0)
+    # points not better than the reference on every objective count zero; none at all: 0
+    assert hypervolume([[5, 1]], ["min", "min"], [4, 4]) == 0.0
+    assert hypervolume(np.zeros((0, 2)), ["min", "min"], [4, 4]) == 0.0
+    # three objectives: a unit cube and two overlapping boxes (3 + 3 - 1) x 2 = ... = 6
+    assert hypervolume([[1, 1, 1]], ["min"] * 3, [2, 2, 2]) == pytest.approx(1.0)
+    assert hypervolume([[1, 2, 1], [2, 1, 1]], ["min"] * 3, [3, 3, 3]) == pytest.approx(6.0)
+
+
+@pytest.fixture(scope="module")
+def table() -> Table:
+    return Table.load()
+
+
+def test_the_table_says_how_it_was_made_and_covers_every_layout(table):
+    import json
+
+    from ground_truth import DATA_DIR, PROVENANCE_FILE
+
+    info = json.loads((DATA_DIR / PROVENANCE_FILE).read_text())
+    for key in ("trial", "budget", "seed", "date", "torch", "machine"):
+        assert key in info
+    assert info["architectures"] == len(table.arch_ids) >= 50
+    assert set(table.layouts) == set(table.space.layouts())
+    assert table.readings.shape == (len(table.arch_ids), table.epochs, 2)
+    assert (table.epoch_times > 0).all() and table.completed.sum() >= len(table.arch_ids) // 2
+    measure = Hypervolume.of_table(table)
+    assert measure(table.final[table.completed]) == pytest.approx(1.0)
+
+
+def test_a_simulated_search_is_deterministic_and_spends_its_budget(table):
+    def run(seed):
+        return simulate(table, OptunaProposer(table, "tpe", seed), OurMOASHA(table, 1, 3),
+                        budget_epochs=90)
+    first, again, other = run(0), run(0), run(1)
+    assert first == again  # the same trials, rows, times and decisions
+    assert [t.row for t in first.trials] != [t.row for t in other.trials]
+    assert first.compute == 90
+    assert sum(t.epochs for t in first.trials) <= 90
+    statuses = {t.status for t in first.trials}
+    assert "pruned" in statuses and "completed" in statuses
+    for t in first.trials:
+        assert t.status != "pruned" or t.epochs in (1, 3)  # stopped only at a rung
+        assert t.status != "completed" or t.epochs == table.epochs
+    completed = first.completed_rows()
+    assert completed == [t.row for t in first.trials if t.status == "completed"]
+    assert len(set(t.row for t in first.trials)) == len(first.trials)  # no row trained twice
+
+
+def test_full_budget_search_completes_every_trial_and_asha_stops_some(table):
+    full = simulate(table, OptunaProposer(table, "random", 3), FullBudget(), budget_epochs=54)
+    assert all(t.status in ("completed", "unscored") and t.epochs == table.epochs
+               for t in full.trials)
+    # the budget runs out while the other worker's trial is still training: it never ends
+    assert len(full.trials) == 54 // table.epochs - 1 and full.compute == 54
+    asha = simulate(table, OptunaProposer(table, "random", 3), RayASHA(table, "fit_full", 1, 3),
+                    budget_epochs=54)
+    assert any(t.status == "pruned" for t in asha.trials)
+    assert not math.isnan(Hypervolume.of_table(table)(table.final[asha.completed_rows()]))
