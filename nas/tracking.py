@@ -5,10 +5,10 @@ status comes from what Tune saw: `completed` (its final report arrived), `diverg
 (stopped by the scheduler before its final report) or `failed` (raised; the error text is kept).
 A multi-objective scheduler's rung decisions (`nas.moasha`) go into the record in the same write
 as the epoch they were taken on (`rung_decisions`, and `stopped_at_rung`/`stop_reason` for the
-decision that stopped it). Records are keyed by the record id the searcher gave the trial (a trial trained again after an
-interruption keeps its id), and written on the driver, so trials may run on any node: a trial's
-weights reach the run through Ray Tune's checkpoint upload to the run storage, and the driver
-copies them to RUN/weights/. Each record notes the node that ran it.
+decision that stopped it). Records are keyed by the record id the searcher gave the trial (a
+trial trained again after an interruption keeps its id), and written on the driver, so trials
+may run on any node: a trial's weights reach the run through Ray Tune's checkpoint upload to the
+run storage, and the driver copies them to RUN/weights/. Each record notes the node that ran it.
 
 For a run at a URI, a write the store refuses stays in the driver's local spool
 (`results.storage.SpooledStorage`); at the end of that Tune step the search stops with that error,
