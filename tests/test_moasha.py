@@ -7,7 +7,6 @@ says at which rung and why it stopped."""
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from types import SimpleNamespace
@@ -25,6 +24,7 @@ from results import run_directory as records
 from results.run_directory import RunDirectory
 from search_spaces.space import default_space
 from test_search import make_searcher, tiny_config
+from test_search_resume import trial_records
 
 MAX, MIN = "max", "min"
 
@@ -226,15 +226,8 @@ def test_a_real_search_killed_at_a_rung_decision_resumes_with_pruned_trials_off_
     run_dir = tmp_path / "run"
 
     def decided() -> dict[str, dict]:
-        out = {}
-        for p in (run_dir / records.TRIALS_DIR).glob("[!.]*.json"):
-            try:
-                record = json.loads(p.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if record.get("stopped_at_rung") is not None:
-                out[record["trial_id"]] = record
-        return out
+        return {r["trial_id"]: r for r in trial_records(run_dir)
+                if r.get("stopped_at_rung") is not None}
 
     proc = cli(str(path), "--out", str(run_dir))
     deadline = time.time() + 240

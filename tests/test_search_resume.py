@@ -7,7 +7,6 @@ exactly the requested trials, and nothing outside the resumed directory is touch
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import shutil
 import signal
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from results import run_directory as records
+from results.run_directory import RunDirectory
 from servers import stop
 
 NUM_TRIALS = 6
@@ -65,17 +65,15 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.communicate(timeout=60)
 
 
+def trial_records(run_dir: Path) -> list[dict]:
+    """The run's readable records, read as the package reads them (one a kill cut off mid-write
+    is left out)."""
+    return RunDirectory(run_dir).scan_records()[0]
+
+
 def finished(run_dir: Path) -> dict[str, dict]:
     """trial_id -> record of every trained trial that ended."""
-    out = {}
-    for path in (run_dir / records.TRIALS_DIR).glob("*.json"):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if record["status"] in records.FINISHED:
-            out[record["trial_id"]] = record
-    return out
+    return {r["trial_id"]: r for r in trial_records(run_dir) if r["status"] in records.FINISHED}
 
 
 def wait_for(proc: subprocess.Popen, run_dir: Path, count: int) -> None:
@@ -176,9 +174,8 @@ def test_sigterm_stops_cleanly_and_a_second_signal_ends_at_once(tmp_path):
 
     # Resume, then two signals in a row once a trial of this session runs: it ends at once.
     def started() -> set[tuple[str, str]]:
-        return {(r["trial_id"], r["started"]) for r in map(json.loads, (
-            p.read_text() for p in (run_dir / records.TRIALS_DIR).glob("[!.]*.json")))
-            if r["status"] == "running"}
+        return {(r["trial_id"], r["started"]) for r in trial_records(run_dir)
+                if r["status"] == "running"}
     earlier = started()
     proc = cli("--resume", str(run_dir))
     deadline = time.time() + TIMEOUT_S
@@ -192,8 +189,7 @@ def test_sigterm_stops_cleanly_and_a_second_signal_ends_at_once(tmp_path):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 143, out
     assert time.time() - sent < 10
-    for path in (run_dir / records.TRIALS_DIR).glob("[!.]*.json"):
-        json.loads(path.read_text())  # every record whole
+    assert RunDirectory(run_dir).scan_records()[1] == []  # every record whole
     assert_kept(first, finished(run_dir))
 
     proc = cli("--resume", str(run_dir))
