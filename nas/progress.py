@@ -7,7 +7,6 @@ Both read the trial records, so they show exactly what the run directory holds:
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections import Counter
@@ -15,6 +14,7 @@ from typing import Any, Sequence, TextIO
 
 from ray import tune
 
+from results.objectives import is_value
 from results.pareto import pareto_ranks
 from results.run_directory import FINISHED, STATUSES, RunDirError, RunDirectory, now_iso
 
@@ -32,14 +32,14 @@ def best(recs: Sequence[dict[str, Any]], metric: str, direction: str = "max",
     """The record with the best final `metric` among `statuses` (None if there is none)."""
     sign = 1.0 if direction == "max" else -1.0
     scored = [(sign * float(r["metrics"][metric]), r) for r in recs
-              if r.get("status") in statuses and _finite(r.get("metrics", {}).get(metric))]
+              if r.get("status") in statuses and is_value(r.get("metrics", {}).get(metric))]
     return max(scored, key=lambda x: x[0])[1] if scored else None
 
 
 def pareto_front(recs: Sequence[dict[str, Any]], objectives: Sequence[dict[str, str]]) -> list[str]:
     """trial_ids of the completed trials no other completed trial dominates."""
     eligible = [r for r in recs if r.get("status") == "completed"
-                and all(_finite(r.get("objectives", {}).get(o["name"])) for o in objectives)]
+                and all(is_value(r.get("objectives", {}).get(o["name"])) for o in objectives)]
     if not eligible:
         return []
     values = [[float(r["objectives"][o["name"]]) for o in objectives] for r in eligible]
@@ -158,6 +158,3 @@ def format_summary(summary: dict[str, Any]) -> str:
                  f"{len(summary['pareto_front'])} trial(s) {', '.join(summary['pareto_front'])}")
     return "\n".join(lines)
 
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import TrialState
 
-from nas.searcher import FINISHED_STATES, Rerun, is_value, rejected_record, tell
+from nas.searcher import FINISHED_STATES, Rerun, rejected_record, tell
+from results.objectives import is_value
 from nas.study import RECORD_ATTR, REJECTION_ATTR
 from results.run_directory import FINISHED, RunDirectory, UnreadableRecordWarning, now_iso
 

@@ -26,7 +26,6 @@ trials an interruption cut short (`rerun`), under their old record ids.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -36,6 +35,7 @@ from ray.tune.search import Searcher
 
 from evaluators.cost import Budget, count_cost
 from nas.study import ARCH_ATTR, COST_ATTR, RECORD_ATTR, REJECTION_ATTR
+from results.objectives import is_value
 from results.run_directory import RunDirectory, new_record, now_iso
 from search_spaces.architecture import Architecture
 from search_spaces.space import SearchSpace, sample_architecture
@@ -68,13 +68,6 @@ def trial_outcome(result: dict | None, objectives: Sequence[str],
         return "completed", TrialState.PRUNED, []
     return "completed", TrialState.COMPLETE, [float(v) for v in values]
 
-
-def is_value(value: object) -> bool:
-    """Whether an objective reading is a number Optuna can be told (not None, NaN or inf)."""
-    try:
-        return value is not None and math.isfinite(float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
 
 
 def unscored_reason(result: dict, objectives: Sequence[str]) -> str | None:

@@ -8,6 +8,7 @@ them to rank and plot a run, without either importing the other.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -65,3 +66,14 @@ def natural_direction(name: str) -> str:
     if name in METRIC_DIRECTIONS:
         return METRIC_DIRECTIONS[name]
     return "min" if "loss" in name or name.endswith("_s") else "max"
+
+
+def is_value(value: object) -> bool:
+    """Whether a reading is a finite number (not None, a bool, NaN or inf): one Optuna can be
+    told, and one a front or a best-of can rank."""
+    if value is None or isinstance(value, (bool, str)):
+        return False
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
