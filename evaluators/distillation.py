@@ -246,6 +246,18 @@ class DistillationLoss:
         return (1.0 - alpha) * base + alpha * teacher_term
 
 
+def teacher_classes(from_teacher: torch.Tensor) -> torch.Tensor:
+    """(B,) the class the teacher's targets put first: (B,) indices as they are, (B, K)
+    probabilities (soft, or mixed) by their argmax."""
+    return from_teacher.argmax(dim=1) if from_teacher.dim() == 2 else from_teacher
+
+
+def dominant_labels(labels: torch.Tensor, lam: float | None) -> torch.Tensor:
+    """(B,) each training image's label as the loss weighs it: its own, or under Mixup/CutMix
+    (`lam` its own label's weight, the partner's that of the batch reversed) the heavier one."""
+    return labels if lam is None or lam >= 0.5 else labels.flip(0)
+
+
 def agreement(student_predictions: torch.Tensor, teacher_predictions: torch.Tensor) -> float:
     """The share of images on which the student predicts the teacher's class."""
     return float((student_predictions == teacher_predictions).float().mean())

@@ -12,6 +12,10 @@ Definitions (the same in every metrics dict, here and in `evaluators.trial`):
   where the training curve first comes down to `matched_loss`, interpolated between the epochs
   around that crossing (`evaluators.curves.value_at_loss`); NaN until then (the paper's
   "accuracy at the same training loss").
+- teacher_agreement (when distilling): the share of validation images on which the student
+  predicts the teacher's class. teacher_relabelled: the share of the epoch's training images, as
+  augmented and mixed, on which the teacher's class is not the label (the heavier one of a mix):
+  where hard distillation says something the labels do not.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from evaluators.batches import BatchLoader, ImageSplit
 from evaluators.curves import value_at_loss
 from evaluators.data import ImageData
 from evaluators.distillation import (DistillationLoss, DistillConfig, Teacher, agreement,
-                                     load_teacher, student_architecture, teacher_targets)
+                                     dominant_labels, load_teacher, student_architecture,
+                                     teacher_classes, teacher_targets)
 from evaluators.regularizers import BatchMixer, mix_targets, random_erasing
 from search_spaces.architecture import Architecture
 from search_spaces.fields import FieldError, from_mapping
@@ -209,6 +214,7 @@ class Trainer:
             self.mixer = BatchMixer(config.mixup, config.cutmix, config.mix_switch_prob,
                                     self._order_generator)
         self.teacher, self.distillation_loss, self._teacher_train_logits = None, None, None
+        self._relabelled_share = math.nan  # teacher_relabelled of the last train_steps
         if config.distill is not None:
             self.teacher = teacher or load_teacher(config.distill, data, self.device)
             self.distillation_loss = DistillationLoss(config.distill, config.label_smoothing)
@@ -280,6 +286,7 @@ class Trainer:
         if self.teacher is not None:
             metrics["teacher_agreement"] = agreement(val_predictions,
                                                      self.teacher.predictions(self.val_set))
+            metrics["teacher_relabelled"] = self._relabelled_share
         if self.epoch >= config.epochs:
             self.status = "completed"
         self.history.append(metrics)
@@ -294,6 +301,7 @@ class Trainer:
         model.train()
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)
+        relabelled = torch.zeros((), device=self.device)
         for _ in range(steps):
             lr = self.lr_at(self.step)
             for group in self.optimizer.param_groups:
@@ -314,7 +322,9 @@ class Trainer:
                                 enabled=self.autocast_dtype is not None):
                 logits = model(x)
             if self.distillation_loss is not None:
-                loss = self.distillation_loss(logits, targets, self._from_teacher(x, idx, lam))
+                from_teacher = self._from_teacher(x, idx, lam)
+                loss = self.distillation_loss(logits, targets, from_teacher)
+                relabelled += (teacher_classes(from_teacher) != dominant_labels(y, lam)).sum()
             else:
                 loss = F.cross_entropy(logits.float(), targets,
                                        label_smoothing=config.label_smoothing)
@@ -329,6 +339,7 @@ class Trainer:
                 break
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        self._relabelled_share = float(relabelled) / (steps * self.batch_size)
         return float(loss_sum) / steps, time.perf_counter() - started
 
     def _from_teacher(self, x: torch.Tensor, idx: torch.Tensor, lam: float | None) -> torch.Tensor:

@@ -20,7 +20,8 @@ augmentation over the whole training set and the shared validation set.
 
 A trial that distils (`train.distill`) loads its teacher once for both regimes and reports
 `teacher_agreement` (full regime) and `teacher_agreement_small`: the share of validation images on
-which the student predicts the teacher's class.
+which the student predicts the teacher's class; and `teacher_relabelled` / `_small`: the share of
+the epoch's training images on which the teacher's class is not the label (`evaluators.trainer`).
 """
 
 from __future__ import annotations
@@ -171,6 +172,8 @@ def run_trial(arch: Architecture, config: TrialConfig,
         if teacher is not None:
             metrics["teacher_agreement"] = f["teacher_agreement"]
             metrics["teacher_agreement_small"] = s["teacher_agreement"]
+            metrics["teacher_relabelled"] = f["teacher_relabelled"]
+            metrics["teacher_relabelled_small"] = s["teacher_relabelled"]
         if config.skip_corrupt:
             metrics["skipped_images"] = float(len(data.skipped))
         gates = full_run.gate_values()

@@ -5,6 +5,7 @@ build of a distilled model."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,8 +14,10 @@ import torch
 import yaml
 
 from evaluators.data import load_data, small_data
-from evaluators.distillation import (DistillationLoss, DistillConfig, Teacher, load_teacher,
-                                     student_architecture, teacher_targets)
+from evaluators.batches import ImageSplit
+from evaluators.distillation import (DistillationLoss, DistillConfig, Teacher, dominant_labels,
+                                     load_teacher, student_architecture, teacher_classes,
+                                     teacher_targets)
 from evaluators.trainer import TrainConfig, Trainer, train
 from evaluators.trial import TrialConfig, run_trial
 from nas.config import SearchConfig
@@ -323,6 +326,32 @@ def test_teacher_once_computes_its_logits_of_the_training_images_once(trained_te
     assert calls == [len(tiny.train_y)]  # the training images, once, at the start
     trainer.train_steps(3)
     assert calls == [len(tiny.train_y)]  # no teacher pass per step
+
+
+def test_teacher_relabelled_is_the_share_of_training_images_the_teacher_labels_otherwise(
+        trained_teacher, digits):
+    tiny = small_data(digits, per_class=3)  # 30 images: 3 batches of 10 are one pass over them
+    labels = tiny.train.labels.clone()
+    labels[:10] = (labels[:10] + 1) % 10  # a third of the labels made wrong
+    relabelled = dataclasses.replace(tiny, train=ImageSplit(tiny.train.pixels, tiny.train.rows, labels))
+    teacher = load_teacher(DistillConfig(trained_teacher), relabelled, torch.device("cpu"))
+    expected = float((teacher.predictions(relabelled.train) != labels).float().mean())
+    assert expected >= 0.3  # the teacher names the digit, not the wrong label
+    trainer = Trainer(pool_student_arch(), relabelled, TrainConfig(
+        epochs=1, steps_per_epoch=3, batch_size=10, augment=False,
+        distill=DistillConfig(trained_teacher, teacher_pass="once")), teacher=teacher)
+    metrics = trainer.run_epoch()
+    assert metrics["teacher_relabelled"] == pytest.approx(expected)
+
+
+def test_teacher_classes_and_the_label_a_mixed_image_is_weighed_by():
+    labels = torch.tensor([0, 1, 2, 3])
+    assert torch.equal(dominant_labels(labels, None), labels)
+    assert torch.equal(dominant_labels(labels, 0.7), labels)  # its own label weighs 0.7
+    assert torch.equal(dominant_labels(labels, 0.3), torch.tensor([3, 2, 1, 0]))  # the partner's
+    assert torch.equal(teacher_classes(torch.tensor([4, 5])), torch.tensor([4, 5]))
+    probabilities = torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
+    assert torch.equal(teacher_classes(probabilities), torch.tensor([1, 0]))
 
 
 # ---- export -> build of a distilled model -------------------------------------------------------------

@@ -175,6 +175,10 @@ def test_readings_and_rankings_of_hand_made_cells():
     ({"distillation": {"train": {"mixup": -1}}}, "distillation.train.mixup"),
     ({"distillation": {"seeds": [2, 2]}}, "distillation.seeds"),
     ({"distillation": {"size": {"per_class": 5, "steps": 2}}}, "distillation.size.steps"),
+    ({"distillation": {"teacher_size": {"per_class": "all", "steps": 1}}},
+     "distillation.teacher_size.steps"),
+    ({"distillation": {"teacher_size": {"per_class": 0, "steps": 20}}},
+     "distillation.teacher_size.per_class"),
     ({"convit": {"local_blocks": 6, "depth": 6}}, "convit.local_blocks"),
     ({"convit": {"width": 30, "head_size": 8}}, "convit.width"),
     ({"convit": {"patch_size": 5}}, "convit.patch_size"),
@@ -319,6 +323,28 @@ def test_comparison_cells_and_their_teachers():
     assert layouts_train == config.train and evaluations == 3  # the layouts keep the study's recipe
 
 
+def test_a_teacher_trained_at_its_own_size_teaches_every_seed():
+    config = StudyConfig.from_dict({**COMPARED, "distillation": {
+        **COMPARED["distillation"], "teacher_size": {"per_class": "all", "steps": 20}}})
+    assert StudyConfig.from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict()))) == config
+    cells = [c for c in comparison_cells(config, num_classes=10, in_channels=1)
+             if c.comparison == "distillation"]
+    ids = [c.cell_id for c in cells]
+    assert len(ids) == len(set(ids)) == 2 * 6  # per seed: the teacher, 3 plain at 5/class, 2 distilled
+    teachers = [c for c in cells if c.teaches]
+    assert [c.cell_id for c in teachers] == ["distill_C-C-C-C_all_s0_plain", "distill_C-C-C-C_all_s1_plain"]
+    assert all(c.size.per_class is None and c.size.steps == 20 for c in teachers)
+    # the convnet also trains at the students' size, as a reference, but teaches nothing
+    reference = next(c for c in cells if c.cell_id == "distill_C-C-C-C_5pc_s0_plain")
+    assert not reference.teaches and reference.to_dict()["teaches"] is False
+    for cell in (c for c in cells if c.arm == "distilled"):
+        assert cell.teacher_cell == f"distill_C-C-C-C_all_s{cell.seed}_plain" and cell.size.per_class == 5
+    # without teacher_size the teacher is the plain C-C-C-C run at the students' size
+    same = comparison_cells(StudyConfig.from_dict(COMPARED), num_classes=10, in_channels=1)
+    assert [c.cell_id for c in same if c.teaches] == ["distill_C-C-C-C_5pc_s0_plain",
+                                                       "distill_C-C-C-C_5pc_s1_plain"]
+
+
 def comparison_records() -> list[dict]:
     """Distillation: a C-C-C-C teacher and a ViT_REL student, 3 seeds; ConViT at two sizes."""
     teacher_predictions = [0, 1, 2, 3, 4, 5, 6, 7]
@@ -374,6 +400,29 @@ def test_comparison_readings_of_hand_made_cells():
     assert convit["convit_ahead_at_smallest"] and convit["difference_shrinks"]
 
 
+def test_readings_with_a_teacher_trained_on_more_data_than_its_students():
+    records = comparison_records()
+    for r in records:
+        if r["cell_id"].startswith("t"):  # the teachers trained on every image
+            r["size"], r["curve"][0]["val_acc"] = "all", 0.95
+        if r["cell_id"].startswith("d"):  # what the teacher said beside the labels
+            r["curve"][0]["teacher_relabelled"] = 0.1 + 0.05 * r["seed"]
+    for seed in (0, 1, 2):  # the convnet at the students' size: a reference, not a teacher
+        records.append({**records[0], "cell_id": f"ref{seed}", "size": "5/class", "seed": seed,
+                        "curve": [{**records[0]["curve"][0], "val_acc": 0.7}],
+                        "val_predictions": "0,1,2,3,9,9,9,9"})
+    table = comparison_table(records)
+    assert table.set_index("cell_id").loc["ref1", "teacher_agreement"] == 0.5  # against t1
+    d = comparison_readings(table, "C-C-C-C", None, resamples=500)["distillation"]
+    assert d["sizes"] == ["5/class"] and d["teacher_sizes"] == ["all"]
+    assert d["teacher_val_acc"]["mean"] == pytest.approx(0.95)  # the teachers', not the reference's
+    assert list(d["layouts"]) == ["ViT_REL"]
+    student = d["layouts"]["ViT_REL"]
+    assert student["gap_to_teacher"]["plain"]["mean"] == pytest.approx(0.95 - 0.51)
+    assert student["teacher_relabelled"]["mean"] == pytest.approx(0.15)
+    assert student["teacher_agreement"]["difference"]["mean"] == pytest.approx((0.25 + 0.25 + 0.375) / 3)
+
+
 def test_a_distilled_cell_whose_teacher_did_not_complete_is_recorded_failed(tmp_path):
     from nas.layout_study.runner import _with_teacher
     from results.layout_study.study_directory import StudyDirectory
@@ -391,19 +440,21 @@ def test_a_distilled_cell_whose_teacher_did_not_complete_is_recorded_failed(tmp_
 
 @pytest.mark.slow
 def test_tiny_study_with_both_comparisons_end_to_end(tmp_path):
-    config = tmp_path / "compared.yaml"
-    config.write_text(yaml.safe_dump(COMPARED))
+    config = tmp_path / "compared.yaml"  # the teacher trained on every digit, its students on 5/class
+    config.write_text(yaml.safe_dump({**COMPARED, "distillation": {
+        **COMPARED["distillation"], "teacher_size": {"per_class": "all", "steps": 12}}}))
     out = tmp_path / "study"
     proc = study_cli(str(config), "--out", str(out))
     output, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, output
-    assert "38 cells (5 layouts x 2 sizes x 2 seeds, 18 in the comparisons), 38 to train" in output
+    assert "40 cells (5 layouts x 2 sizes x 2 seeds, 20 in the comparisons), 40 to train" in output
     compared = pd.read_csv(out / "comparisons.csv")
-    assert len(compared) == 18 and (compared["status"] == "completed").all()
+    assert len(compared) == 20 and (compared["status"] == "completed").all()
     assert len(pd.read_csv(out / "study.csv")) == 20  # the layouts' readings: their cells only
     data = load_data("digits", 16)
     for seed in (0, 1):
-        teacher_id = f"distill_C-C-C-C_5pc_s{seed}_plain"
+        teacher_id = f"distill_C-C-C-C_all_s{seed}_plain"
+        assert compared.set_index("cell_id").loc[teacher_id, "train_images"] > 1000
         # the teacher the driver saved is an exported config that `build` rebuilds: its
         # predictions are the ones its run recorded
         teacher = build(out / "teachers" / f"{teacher_id}.yaml").eval()
@@ -419,8 +470,11 @@ def test_tiny_study_with_both_comparisons_end_to_end(tmp_path):
             row = compared.set_index("cell_id").loc[student["cell_id"]]
             assert student["curve"][-1]["teacher_agreement"] == pytest.approx(row["teacher_agreement"])
             assert row["teacher_cell"] == teacher_id
+            assert 0 <= row["teacher_relabelled"] <= 1
+            assert row["teacher_relabelled"] == student["curve"][-1]["teacher_relabelled"]
     ranks = json.loads((out / "rankings.json").read_text())
     assert set(ranks["distillation"]["layouts"]) == {"ViT_REL", "DeiT"}
+    assert ranks["distillation"]["sizes"] == ["5/class"] and ranks["distillation"]["teacher_sizes"] == ["all"]
     assert list(ranks["convit"]["per_size"]) == ["5/class", "all"]
     report = (out / "report.html").read_text()
     assert "Distillation from a C-C-C-C teacher" in report and "ConViT- against DeiT-style" in report

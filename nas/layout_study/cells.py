@@ -43,9 +43,10 @@ TEACHER_WEIGHTS, TEACHER_INPUT = "model.pt", "input.json"  # in a teacher cell's
 
 @dataclass(frozen=True)
 class Cell:
-    """One run. `layout`: the layout (or `DeiT` / `ConViT` in the ConViT comparison); `arm` and
-    `teacher_cell` only in the distillation comparison (the distilled arm's teacher: the plain run
-    of the teacher layout, same size and seed)."""
+    """One run. `layout`: the layout (or `DeiT` / `ConViT` in the ConViT comparison); `arm`,
+    `teacher_cell` and `teaches` only in the distillation comparison (the distilled arm's teacher:
+    the plain run of the teacher layout, same seed, at the comparison's teacher size; `teaches`:
+    this run is a teacher and hands its weights on)."""
 
     layout: str
     size: SizeConfig
@@ -54,6 +55,7 @@ class Cell:
     comparison: str = LAYOUTS
     arm: str | None = None
     teacher_cell: str | None = None
+    teaches: bool = False
 
     @property
     def cell_id(self) -> str:
@@ -69,7 +71,8 @@ class Cell:
                "size_label": self.size.label, "seed": self.seed,
                "arch": self.architecture.to_dict()}
         if self.comparison != LAYOUTS:
-            out.update(comparison=self.comparison, arm=self.arm, teacher_cell=self.teacher_cell)
+            out.update(comparison=self.comparison, arm=self.arm, teacher_cell=self.teacher_cell,
+                       teaches=self.teaches)
         return out
 
 
@@ -103,8 +106,8 @@ def study_cells(config: StudyConfig, architectures: dict[str, Architecture]) -> 
 
 def comparison_cells(config: StudyConfig, num_classes: int, in_channels: int) -> list[Cell]:
     """The cells of the comparisons the config asks for: per seed, the distillation comparison's
-    plain runs (the teacher layout's among them, whether or not it is a student), then its
-    distilled runs; then the ConViT comparison, size by size."""
+    teacher (at its teacher size) and plain runs (the teacher layout's among them, whether or not
+    it is a student), then its distilled runs; then the ConViT comparison, size by size."""
     cells = []
     if config.distillation is not None:
         d = config.distillation
@@ -112,9 +115,11 @@ def comparison_cells(config: StudyConfig, num_classes: int, in_channels: int) ->
                    **convit_architectures(config, num_classes, in_channels)}
         plain = list(dict.fromkeys([d.teacher, *d.layouts]))
         for seed in d.seeds or config.seeds:
-            teacher = Cell(d.teacher, d.size, seed, layouts[d.teacher], DISTILLATION, PLAIN)
-            cells += [Cell(name, d.size, seed, layouts[name], DISTILLATION, PLAIN)
-                      for name in plain]
+            teacher = Cell(d.teacher, d.teacher_training, seed, layouts[d.teacher], DISTILLATION,
+                           PLAIN, teaches=True)
+            students = [Cell(name, d.size, seed, layouts[name], DISTILLATION, PLAIN)
+                        for name in plain]
+            cells += [teacher] + [c for c in students if c.cell_id != teacher.cell_id]
             cells += [Cell(name, d.size, seed, layouts[name], DISTILLATION, DISTILLED,
                            teacher.cell_id) for name in d.layouts]
     if config.convit is not None:
@@ -185,8 +190,9 @@ def train_cell(config: dict[str, Any]) -> None:
             last = {"step": float(trainer.step), "train_loss": metrics["train_loss"],
                     "train_acc": metrics["train_acc"], "val_loss": metrics["val_loss"],
                     "val_acc": metrics["val_acc"]}
-            if "teacher_agreement" in metrics:
-                last["teacher_agreement"] = metrics["teacher_agreement"]
+            for name in ("teacher_agreement", "teacher_relabelled"):
+                if name in metrics:
+                    last[name] = metrics[name]
             if trainer.status == "running":
                 tune.report(last)
         final = {**last, FINAL_KEY: 1.0, "diverged": float(trainer.status == "diverged"),
@@ -201,8 +207,7 @@ def train_cell(config: dict[str, Any]) -> None:
             final["val_predictions"] = ",".join(map(str, predicted))
         if trainer.error:
             final["error_text"] = trainer.error
-        if completed and cell.get("comparison") == DISTILLATION and cell["arm"] == PLAIN and \
-                cell["layout"] == study.distillation.teacher:
+        if completed and cell.get("teaches"):
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(trainer.state_dict_cpu(), Path(folder) / TEACHER_WEIGHTS)
                 (Path(folder) / TEACHER_INPUT).write_text(json.dumps(

@@ -93,11 +93,15 @@ class DistillationComparison:
     training changed by `train` (default: DeiT's regularizers): without a teacher, and with
     distillation (`mode`, `temperature`, `alpha`, `teacher_pass`: `train.distill`'s options) from
     the `teacher` layout's own run without one (same seed: the same training images, recipe and
-    budget; never a validation image). `seeds` / `evaluations` null: the study's."""
+    budget; never a validation image). `teacher_size`: the teacher's own training set and budget
+    instead (e.g. every training image: a teacher that knows more than its student, as DeiT's is
+    stronger than DeiT; still never a validation image; it also trains, as a reference, at `size`).
+    `seeds` / `evaluations` null: the study's."""
 
     size: SizeConfig = SizeConfig(5, None, 100)
     layouts: tuple[str, ...] = LAYOUT_STUDY
     teacher: str = "C-C-C-C"
+    teacher_size: SizeConfig | None = None
     seeds: tuple[int, ...] | None = None
     evaluations: int | None = None
     train: Mapping[str, Any] = field(default_factory=lambda: dict(DEIT_RECIPE))
@@ -106,8 +110,14 @@ class DistillationComparison:
     alpha: float = 0.5
     teacher_pass: str = "batch"
 
+    @property
+    def teacher_training(self) -> SizeConfig:
+        """The size the teacher trains at: `teacher_size`, else the students' `size`."""
+        return self.teacher_size or self.size
+
     def to_dict(self) -> dict[str, Any]:
         return {"size": self.size.to_dict(), "layouts": list(self.layouts), "teacher": self.teacher,
+                "teacher_size": None if self.teacher_size is None else self.teacher_size.to_dict(),
                 "seeds": None if self.seeds is None else list(self.seeds),
                 "evaluations": self.evaluations, "train": dict(self.train), "mode": self.mode,
                 "temperature": self.temperature, "alpha": self.alpha,
@@ -272,6 +282,8 @@ def _distillation(value: Any) -> DistillationComparison:
     values = dict(check_keys(value, where, names, error=StudyConfigError))
     if "size" in values:
         values["size"] = parse_size(values["size"], f"{where}.size")
+    if values.get("teacher_size") is not None:
+        values["teacher_size"] = parse_size(values["teacher_size"], f"{where}.teacher_size")
     if "layouts" in values:
         values["layouts"] = tuple(_names(values["layouts"], f"{where}.layouts",
                                          LAYOUT_STUDY + VIT_STUDY))
@@ -388,9 +400,13 @@ def _validate_comparison(config: StudyConfig, where: str,
     if comparison.evaluations is not None and comparison.evaluations < 2:
         raise StudyConfigError(f"{where}.evaluations", "must be >= 2 (a curve needs two points)")
     distillation = isinstance(comparison, DistillationComparison)
-    sizes = [comparison.size] if distillation else comparison.sizes
-    for i, size in enumerate(sizes):
-        field_name = "size" if distillation else f"sizes[{i}]"
+    if distillation:
+        named = [("size", comparison.size)]
+        if comparison.teacher_size is not None:
+            named.append(("teacher_size", comparison.teacher_size))
+    else:
+        named = [(f"sizes[{i}]", size) for i, size in enumerate(comparison.sizes)]
+    for field_name, size in named:
         if size.steps < evaluations:
             raise StudyConfigError(f"{where}.{field_name}.steps",
                                    f"{size.steps} steps cannot hold {evaluations} evaluations")

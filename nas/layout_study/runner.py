@@ -29,7 +29,7 @@ from typing import Any
 from ray import tune
 
 from evaluators.data import describe_data
-from nas.layout_study.cells import (DISTILLED, LAYOUTS, PLAIN, TEACHER_INPUT, TEACHER_WEIGHTS, Cell,
+from nas.layout_study.cells import (DISTILLED, LAYOUTS, TEACHER_INPUT, TEACHER_WEIGHTS, Cell,
                                     cell_cost, comparison_cells, study_architectures, study_cells,
                                     train_cell)
 from nas.layout_study.config import StudyConfig
@@ -44,7 +44,7 @@ from results.run_directory import now_iso
 from search_spaces.architecture import Architecture
 
 NUMBERS = ("step", "train_loss", "train_acc", "val_loss", "val_acc")
-OPTIONAL_NUMBERS = ("teacher_agreement",)  # distilled runs
+OPTIONAL_NUMBERS = ("teacher_agreement", "teacher_relabelled")  # distilled runs
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def run_study(config: StudyConfig | None, out_dir: str | Path, resume: bool = Fa
               f"({named[name].layout}, depths "
               f"{'-'.join(str(s.depth) for s in named[name].stages)})", flush=True)
     study.write_config(config.to_dict())
-    todo = [c for c in cells if not _done(study, c, config)]
+    todo = [c for c in cells if not _done(study, c)]
     compared = len(cells) - len(layout_cells)
     print(f"study: {len(cells)} cells ({len(config.architectures.layouts)} layouts x "
           f"{len(config.sizes)} sizes x {len(config.seeds)} seeds"
@@ -175,12 +175,11 @@ def run_study(config: StudyConfig | None, out_dir: str | Path, resume: bool = Fa
     return StudyResult(study.root, False, ranks, stop.received)
 
 
-def _done(study: StudyDirectory, cell: Cell, config: StudyConfig) -> bool:
+def _done(study: StudyDirectory, cell: Cell) -> bool:
     """Whether a cell stands: it trained its budget, and a teacher's run also left its teacher."""
     if (study.read_cell(cell.cell_id) or {}).get("status") not in DONE:
         return False
-    is_teacher = cell.arm == PLAIN and cell.layout == config.distillation.teacher
-    return not is_teacher or study.teacher_config_path(cell.cell_id).is_file()
+    return not cell.teaches or study.teacher_config_path(cell.cell_id).is_file()
 
 
 def _new_record(cell: dict[str, Any], costs: dict[str, dict[str, int]]) -> dict[str, Any]:
@@ -300,7 +299,9 @@ def _comparison_lines(ranks: dict[str, Any]) -> list[str]:
     d = ranks.get("distillation")
     for layout, r in (d or {}).get("layouts", {}).items():
         acc, agree = r["val_acc"], r["teacher_agreement"]
-        lines.append(f"distillation from {d['teacher']} ({', '.join(d['sizes'])}): {layout} val acc "
+        trained = ", ".join(d.get("teacher_sizes") or d["sizes"])
+        lines.append(f"distillation from {d['teacher']} (trained at {trained}) at "
+                     f"{', '.join(d['sizes'])}: {layout} val acc "
                      f"{acc['plain']['mean']:.3f} -> {acc['distilled']['mean']:.3f} "
                      f"({shown(acc['difference'])}), agreement with the teacher "
                      f"{agree['plain']['mean']:.3f} -> {agree['distilled']['mean']:.3f} "

@@ -5,7 +5,10 @@
   (same seed: same training images, initial weights, batch order and budget), the accuracy gap to
   the teacher (teacher's accuracy minus the student's) both ways, and `teacher_agreement`: the
   share of validation images on which the student's final prediction is the teacher's (the plain
-  run of the teacher layout with the same seed), both ways.
+  run of the teacher layout with the same seed), both ways; and the distilled runs'
+  `teacher_relabelled` in their last evaluation period: the share of training images (as augmented
+  and mixed) on which the teacher's class was not the label, all the teacher could teach beyond
+  the labels.
 - ConViT (ConViT's claim: gated positional attention ahead of plain attention at small sizes, the
   difference shrinking with more data): per size, final validation accuracy of the DeiT- and the
   ConViT-style stack and their paired difference (same seed).
@@ -22,7 +25,8 @@ import pandas as pd
 
 COMPARISON_COLUMNS = ["cell_id", "comparison", "layout", "arm", "size", "train_images", "seed",
                       "params", "flops", "steps", "status", "final_train_loss", "final_val_loss",
-                      "final_val_acc", "teacher_cell", "teacher_agreement", "wall_time_s"]
+                      "final_val_acc", "teacher_cell", "teacher_agreement", "teacher_relabelled",
+                      "wall_time_s"]
 DEIT, CONVIT = "DeiT", "ConViT"
 
 
@@ -48,7 +52,9 @@ def comparison_table(cells: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                      "final_train_loss": last.get("train_loss", math.nan),
                      "final_val_loss": last.get("val_loss", math.nan),
                      "final_val_acc": last.get("val_acc", math.nan), "teacher_cell": teacher,
-                     "teacher_agreement": agreement, "wall_time_s": c.get("wall_time_s")})
+                     "teacher_agreement": agreement,
+                     "teacher_relabelled": last.get("teacher_relabelled", math.nan),
+                     "wall_time_s": c.get("wall_time_s")})
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
@@ -90,9 +96,13 @@ def distillation_readings(table: pd.DataFrame, teacher: str, resamples: int = 20
     paired differences, and the accuracy gap to the teacher (see the module docstring)."""
     rng = np.random.default_rng(seed)
     rows = table[(table["comparison"] == "distillation") & (table["status"] == "completed")]
-    teacher_runs = rows[(rows["layout"] == teacher) & (rows["arm"] == "plain")]
+    teacher_ids = set(table.loc[table["comparison"] == "distillation", "teacher_cell"].dropna())
+    teacher_runs = rows[rows["cell_id"].isin(teacher_ids)]
     teacher_acc = teacher_runs.set_index("seed")["final_val_acc"]
-    out = {"teacher": teacher, "sizes": sorted(rows["size"].unique().tolist()),
+    sizes = sorted(rows.loc[rows["arm"] == "distilled", "size"].unique().tolist())
+    rows = rows[rows["size"].isin(sizes)]  # the students' size (a teacher may train at another)
+    out = {"teacher": teacher, "sizes": sizes,
+           "teacher_sizes": sorted(teacher_runs["size"].unique().tolist()),
            "seeds": sorted(rows["seed"].unique().tolist()),
            "teacher_val_acc": mean_interval(teacher_acc.tolist(), resamples, rng), "layouts": {}}
     students = sorted(rows.loc[rows["arm"] == "distilled", "layout"].unique())
@@ -111,6 +121,8 @@ def distillation_readings(table: pd.DataFrame, teacher: str, resamples: int = 20
         gap = {arm: (teacher_acc - values).dropna() for arm, values in accuracy.items()}
         reading["gap_to_teacher"] = {arm: mean_interval(values.tolist(), resamples, rng)
                                      for arm, values in gap.items()}
+        reading["teacher_relabelled"] = mean_interval(
+            runs.loc[runs["arm"] == "distilled", "teacher_relabelled"].tolist(), resamples, rng)
         out["layouts"][layout] = reading
     return out
 

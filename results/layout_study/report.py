@@ -122,19 +122,25 @@ def _distillation_html(d: Mapping[str, Any] | None) -> str:
         f"<td>{_with_interval(r['teacher_agreement']['plain'])}</td>"
         f"<td>{_with_interval(r['teacher_agreement']['distilled'])}</td>"
         f"<td>{_with_interval(r['teacher_agreement']['difference'], True)} "
-        f"({r['teacher_agreement']['verdict']})</td></tr>"
+        f"({r['teacher_agreement']['verdict']})</td>"
+        f"<td>{_with_interval(r['teacher_relabelled'])}</td></tr>"
         for layout, r in d["layouts"].items())
     return (f"<h2>Distillation from a {html.escape(d['teacher'])} teacher (DeiT's claim)</h2>"
             "<p class='note'>DeiT: distillation from a convnet narrows attention's generalization "
             f"gap. At {html.escape(', '.join(d['sizes']))}, seeds {d['seeds']}: each layout "
             "trained without and with hard distillation, same training images, recipe and budget; "
-            f"the teacher is the {html.escape(d['teacher'])} run without a teacher of the same seed "
+            f"the teacher is the {html.escape(d['teacher'])} run without a teacher of the same seed, "
+            f"trained at {html.escape(', '.join(d.get('teacher_sizes') or d['sizes']))} "
             f"(validation accuracy {_with_interval(d['teacher_val_acc'])}). Agreement: the share of "
-            "validation images on which the student predicts the teacher's class. Differences are "
+            "validation images on which the student predicts the teacher's class. Relabelled: the "
+            "share of the distilled run's training images (augmented, mixed) in its last period on "
+            "which the teacher's class was not the label, what it could teach beyond the labels. "
+            "Differences are "
             "distilled minus plain, paired by seed; 95% intervals from resampled seeds.</p>"
             "<table><tr><th>student</th><th>val acc, plain</th><th>val acc, distilled</th>"
             "<th>difference</th><th>gap to the teacher</th><th>agreement, plain</th>"
-            "<th>agreement, distilled</th><th>difference</th></tr>" + rows + "</table>")
+            "<th>agreement, distilled</th><th>difference</th><th>relabelled</th></tr>" + rows +
+            "</table>")
 
 
 def _convit_html(c: Mapping[str, Any] | None) -> str:
@@ -165,13 +171,22 @@ def _error_bars(readings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _distillation_figure(d: Mapping[str, Any]) -> go.Figure:
-    fig = go.Figure()
+    """Per student, plain and distilled side by side: validation accuracy (left) and agreement
+    with the teacher (right), means over seeds with their intervals."""
+    readings = (("val_acc", "final validation accuracy"),
+                ("teacher_agreement", "agreement with the teacher"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[title for _, title in readings])
     layouts = list(d["layouts"])
-    for arm in ("plain", "distilled"):
-        readings = [d["layouts"][layout]["val_acc"][arm] for layout in layouts]
-        fig.add_trace(go.Bar(x=layouts, y=[r["mean"] for r in readings], name=arm,
-                             error_y=_error_bars(readings), meta={"role": "distillation", "arm": arm}))
-    fig.update_yaxes(title_text="final validation accuracy", range=[0, 1])
+    colours = {"plain": qualitative.Plotly[0], "distilled": qualitative.Plotly[1]}
+    for col, (reading, _) in enumerate(readings, start=1):
+        for arm in ("plain", "distilled"):
+            values = [d["layouts"][layout][reading][arm] for layout in layouts]
+            fig.add_trace(go.Bar(x=layouts, y=[r["mean"] for r in values], name=arm,
+                                 marker_color=colours[arm], showlegend=col == 1,
+                                 error_y=_error_bars(values),
+                                 meta={"role": "distillation", "arm": arm, "reading": reading}),
+                          row=1, col=col)
+        fig.update_yaxes(range=[0, 1], row=1, col=col)
     fig.update_layout(barmode="group")
     return fig
 
