@@ -20,8 +20,8 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.searcher import FINISHED_STATES, Rerun, rejected_record, tell
-from results.objectives import is_value
 from nas.study import RECORD_ATTR, REJECTION_ATTR
+from results.objectives import is_value
 from results.run_directory import FINISHED, RunDirectory, UnreadableRecordWarning, now_iso
 
 LOST = ("lost: the driver stopped while this trial ran, and the run holds no Optuna trial to train "

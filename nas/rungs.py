@@ -130,12 +130,12 @@ class Rungs:
         keys = list(at_rung)
         order = promotion_order(np.array([at_rung[k] for k in keys], dtype=float),
                                 [o.direction for o in self.objectives], keys)
-        place = order.places[keys.index(key)]
-        front, fronts = order.fronts[keys.index(key)], order.num_fronts
-        text = f"{where}: front {front + 1} of {fronts}, place {place + 1} of {n}"
+        i = keys.index(key)
+        place, front = order.places[i], order.fronts[i]
+        text = f"{where}: front {front + 1} of {order.num_fronts}, place {place + 1} of {n}"
         in_front = order.front_sizes[front]
         if in_front > 1:
-            text += (f" ({_ordinal(order.places_in_front[keys.index(key)] + 1)} of {in_front} in "
+            text += (f" ({_ordinal(order.places_in_front[i] + 1)} of {in_front} in "
                      "its front by crowding distance)")
         text += f"; the top {allowed} may continue"
         return RungDecision(rung, epoch, bool(place < allowed), text)

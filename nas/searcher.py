@@ -69,7 +69,6 @@ def trial_outcome(result: dict | None, objectives: Sequence[str],
     return "completed", TrialState.COMPLETE, [float(v) for v in values]
 
 
-
 def unscored_reason(result: dict, objectives: Sequence[str]) -> str | None:
     """Why a completed trial has no value for some objective, in words; None when it has all."""
     missing = [name for name in objectives if not is_value(result.get(name))]
