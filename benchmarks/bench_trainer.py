@@ -29,6 +29,7 @@ import yaml
 
 from evaluators.data import load_data
 from evaluators.distillation import DistillConfig, load_teacher
+from evaluators.rand_augment import RandAugmentConfig
 from evaluators.trainer import TrainConfig, Trainer, channels_last
 from search_spaces.architecture import Architecture, Stage, Stem
 from search_spaces.model import build_model
@@ -101,6 +102,8 @@ def main() -> None:
         "trainer + mixup/cutmix": config.replace(mixup=0.8, cutmix=1.0),
         "trainer + drop path 0.1": config.replace(drop_path=0.1),
         "trainer + random erasing 0.25": config.replace(random_erasing=0.25),
+        "trainer + RandAugment m9": config.replace(rand_augment=RandAugmentConfig()),
+        "trainer + repeated augmentation 3": config.replace(repeated_augment=3),
         "trainer + DeiT recipe (all, teacher per batch)": per_batch.replace(
             augment=True, mixup=0.8, cutmix=1.0, drop_path=0.1, random_erasing=0.25),
     }

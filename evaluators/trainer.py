@@ -37,6 +37,7 @@ from evaluators.data import ImageData
 from evaluators.distillation import (DistillationLoss, DistillConfig, Teacher, agreement,
                                      dominant_labels, load_teacher, student_architecture,
                                      teacher_classes, teacher_targets)
+from evaluators.rand_augment import RandAugment, RandAugmentConfig
 from evaluators.regularizers import BatchMixer, mix_targets, random_erasing
 from search_spaces.architecture import Architecture
 from search_spaces.fields import FieldError, from_mapping
@@ -62,7 +63,8 @@ class TrainConfig:
     ViT and CoAtNet train with 1.0).
 
     DeiT's recipe for little data, all off by default (DeiT: mixup 0.8, cutmix 1.0, drop_path 0.1,
-    random_erasing 0.25, label_smoothing 0.1):
+    random_erasing 0.25, label_smoothing 0.1, rand_augment {ops 2, magnitude 9, magnitude_std
+    0.5}, repeated_augment 3):
     distill: distil from a trained teacher (`evaluators.distillation.DistillConfig`: teacher,
       weights, mode hard|soft, temperature, alpha, teacher_pass batch|once); null: no teacher.
     mixup / cutmix: Beta(alpha, alpha) parameter of Mixup / CutMix (0: off); with both on, CutMix
@@ -71,6 +73,9 @@ class TrainConfig:
     drop_path: stochastic depth of the last block (0 at the first, linear in between), applied
       when the model is built (not part of the architecture: same arch_id, same weights).
     random_erasing: the probability of erasing one random rectangle of an image (to noise).
+    rand_augment: RandAugment after the crop and flip (`evaluators.rand_augment`); null: off.
+    repeated_augment: each batch holds batch_size / N distinct images, each N times (augmented
+      and mixed independently): DeiT's repeated augmentation (Hoffer et al. 2020); 1: off.
     """
 
     epochs: int = 10
@@ -96,6 +101,8 @@ class TrainConfig:
     mix_switch_prob: float = 0.5
     drop_path: float = 0.0
     random_erasing: float = 0.0
+    rand_augment: RandAugmentConfig | None = None
+    repeated_augment: int = 1
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -115,6 +122,10 @@ class TrainConfig:
         for name in ("mix_switch_prob", "random_erasing"):
             _require(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
         _require(0 <= self.drop_path < 1, "drop_path", "must be in [0, 1)")
+        _require(self.rand_augment is None or isinstance(self.rand_augment, RandAugmentConfig),
+                 "rand_augment", "expected a mapping {ops, magnitude, ...} or null")
+        _require(1 <= self.repeated_augment <= self.batch_size, "repeated_augment",
+                 "must be between 1 (off) and batch_size")
         for name in ("steps_per_epoch", "train_eval_images"):
             value = getattr(self, name)
             _require(value is None or value >= 1, name, "must be >= 1 or null")
@@ -124,10 +135,14 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
         values = dict(data) if isinstance(data, Mapping) else data
-        distill = values.pop("distill", None) if isinstance(values, dict) else None
-        if distill is not None and not isinstance(distill, DistillConfig):
-            distill = DistillConfig.from_dict(distill)
-        return from_mapping(cls, values, "train").replace(distill=distill)
+        nested = {"distill": DistillConfig, "rand_augment": RandAugmentConfig}
+        parsed = {}
+        for name, config_type in nested.items():
+            value = values.pop(name, None) if isinstance(values, dict) else None
+            if value is not None and not isinstance(value, config_type):
+                value = config_type.from_dict(value)
+            parsed[name] = value
+        return from_mapping(cls, values, "train").replace(**parsed)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -206,6 +221,8 @@ class Trainer:
         padding = data.resolution // 8 if config.crop_padding is None else config.crop_padding
         flip = data.flip_invariant if config.flip is None else config.flip
         self.augment = Augment(padding, flip) if config.augment else None
+        self.rand_augment = None if config.rand_augment is None else \
+            RandAugment(config.rand_augment, data.mean, data.std)
         self.num_classes = data.num_classes
         if isinstance(self.model, HybridNet):
             self.model.set_drop_path_generator(self.generator)
@@ -240,13 +257,18 @@ class Trainer:
         return self.config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def _next_indices(self) -> torch.Tensor:
-        """The next batch from an endless stream of seeded permutations of the training set."""
-        if self._cursor + self.batch_size > len(self._order):
+        """The next batch from an endless stream of seeded permutations of the training set; with
+        repeated augmentation, ceil(batch_size / N) of them, each N times in a row."""
+        repeats = self.config.repeated_augment
+        distinct = -(-self.batch_size // repeats)
+        if self._cursor + distinct > len(self._order):
             fresh = torch.randperm(self.num_train, generator=self._order_generator)
             self._order = torch.cat([self._order[self._cursor:], fresh])
             self._cursor = 0
-        idx = self._order[self._cursor:self._cursor + self.batch_size]
-        self._cursor += self.batch_size
+        idx = self._order[self._cursor:self._cursor + distinct]
+        self._cursor += distinct
+        if repeats > 1:
+            idx = idx.repeat_interleave(repeats)[:self.batch_size]
         return idx
 
     # ---- one epoch ----------------------------------------------------------------------------
@@ -310,6 +332,8 @@ class Trainer:
             x, y = self.loader.load(self.train_set, idx)
             if self.augment is not None:
                 x = self.augment(x, self.generator)
+            if self.rand_augment is not None:
+                x = self.rand_augment(x, self.generator)
             if config.random_erasing > 0:
                 x = random_erasing(x, config.random_erasing, self.generator)
             targets, lam = y, None

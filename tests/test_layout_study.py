@@ -179,6 +179,14 @@ def test_readings_and_rankings_of_hand_made_cells():
      "distillation.teacher_size.steps"),
     ({"distillation": {"teacher_size": {"per_class": 0, "steps": 20}}},
      "distillation.teacher_size.per_class"),
+    ({"distillation": {"train": {"rand_augment": {"magnitude": 11}}}},
+     "distillation.train.rand_augment.magnitude"),
+    ({"distillation": {"teacher_train": {"mixup": 0.8}}}, "distillation.teacher_train"),
+    ({"distillation": {"teacher_size": {"per_class": "all", "steps": 20},
+                       "teacher_train": {"seed": 3}}}, "distillation.teacher_train.seed"),
+    ({"distillation": {"teacher_size": {"per_class": "all", "steps": 20},
+                       "teacher_train": {"repeated_augment": 0}}},
+     "distillation.teacher_train.repeated_augment"),
     ({"convit": {"local_blocks": 6, "depth": 6}}, "convit.local_blocks"),
     ({"convit": {"width": 30, "head_size": 8}}, "convit.width"),
     ({"convit": {"patch_size": 5}}, "convit.patch_size"),
@@ -339,6 +347,21 @@ def test_a_teacher_trained_at_its_own_size_teaches_every_seed():
     assert not reference.teaches and reference.to_dict()["teaches"] is False
     for cell in (c for c in cells if c.arm == "distilled"):
         assert cell.teacher_cell == f"distill_C-C-C-C_all_s{cell.seed}_plain" and cell.size.per_class == 5
+    # the teacher's run trains with teacher_train when given, every student with train
+    assert cell_training(config, teachers[0].to_dict())[0].rand_augment is None
+    own = StudyConfig.from_dict({**COMPARED, "distillation": {
+        **COMPARED["distillation"], "teacher_size": {"per_class": "all", "steps": 20},
+        "train": {"rand_augment": {"ops": 1}, "repeated_augment": 2}, "teacher_train": {"mixup": 0.5}}})
+    assert StudyConfig.from_dict(yaml.safe_load(yaml.safe_dump(own.to_dict()))) == own
+    recipes = {c.cell_id: cell_training(own, c.to_dict())[0]
+               for c in comparison_cells(own, num_classes=10, in_channels=1)
+               if c.comparison == "distillation" and c.arm == "plain"}
+    teacher_recipe = recipes.pop("distill_C-C-C-C_all_s0_plain")
+    assert teacher_recipe.mixup == 0.5 and teacher_recipe.rand_augment is None
+    assert teacher_recipe.repeated_augment == 1
+    for cell_id, recipe in recipes.items():
+        if "_all_" not in cell_id:
+            assert recipe.rand_augment.ops == 1 and recipe.repeated_augment == 2, cell_id
     # without teacher_size the teacher is the plain C-C-C-C run at the students' size
     same = comparison_cells(StudyConfig.from_dict(COMPARED), num_classes=10, in_channels=1)
     assert [c.cell_id for c in same if c.teaches] == ["distill_C-C-C-C_5pc_s0_plain",
@@ -440,9 +463,14 @@ def test_a_distilled_cell_whose_teacher_did_not_complete_is_recorded_failed(tmp_
 
 @pytest.mark.slow
 def test_tiny_study_with_both_comparisons_end_to_end(tmp_path):
-    config = tmp_path / "compared.yaml"  # the teacher trained on every digit, its students on 5/class
+    # the teacher trained on every digit with its own recipe, its students on 5/class with
+    # DeiT's whole one
+    config = tmp_path / "compared.yaml"
+    students = {**COMPARED["distillation"]["train"], "rand_augment": {"ops": 2},
+                "repeated_augment": 2}
     config.write_text(yaml.safe_dump({**COMPARED, "distillation": {
-        **COMPARED["distillation"], "teacher_size": {"per_class": "all", "steps": 12}}}))
+        **COMPARED["distillation"], "teacher_size": {"per_class": "all", "steps": 12},
+        "train": students, "teacher_train": COMPARED["distillation"]["train"]}}))
     out = tmp_path / "study"
     proc = study_cli(str(config), "--out", str(out))
     output, _ = proc.communicate(timeout=400)
@@ -476,8 +504,12 @@ def test_tiny_study_with_both_comparisons_end_to_end(tmp_path):
     assert set(ranks["distillation"]["layouts"]) == {"ViT_REL", "DeiT"}
     assert ranks["distillation"]["sizes"] == ["5/class"] and ranks["distillation"]["teacher_sizes"] == ["all"]
     assert list(ranks["convit"]["per_size"]) == ["5/class", "all"]
+    assert ranks["distillation"]["recipe"]["rand_augment"]["ops"] == 2
+    assert ranks["distillation"]["recipe"]["repeated_augment"] == 2
+    assert ranks["distillation"]["teacher_recipe"] == COMPARED["distillation"]["train"]
     report = (out / "report.html").read_text()
     assert "Distillation from a C-C-C-C teacher" in report and "ConViT- against DeiT-style" in report
+    assert "The teacher's own recipe: augment True, cutmix 1.0, mixup 0.8." in report
     roles = {t.get("meta", {}).get("role") for block in
              re.findall(r"class='figure-data'[^>]*>(.*?)</script>", report, re.S)
              for t in json.loads(block)["data"]}

@@ -139,15 +139,16 @@ def training_set(data: ImageData, size: SizeConfig, seed: int) -> ImageData:
 
 
 def cell_training(study: StudyConfig, cell: dict[str, Any]) -> tuple[TrainConfig, int]:
-    """The cell's training config (its comparison's recipe; a distilled arm's teacher from
-    `teacher_config`, the config the driver wrote for the teacher's run) and its evaluations.
+    """The cell's training config (its comparison's recipe, a teacher's run its teacher recipe; a
+    distilled arm's teacher from `teacher_config`, the config the driver wrote for the teacher's
+    run) and its evaluations.
     A run is trained in `evaluations` epochs, and `warmup_epochs` counts the study's epochs: a
     comparison measured a different number of times keeps the same warmup share of its steps."""
     comparison = cell.get("comparison", LAYOUTS)
     if comparison == LAYOUTS:
         return study.train, study.evaluations
     section = study.distillation if comparison == DISTILLATION else study.convit
-    train = study.comparison_train(section.train)
+    train = study.comparison_train(section.teacher_recipe if cell.get("teaches") else section.train)
     evaluations = section.evaluations or study.evaluations
     if evaluations != study.evaluations:
         train = train.replace(warmup_epochs=train.warmup_epochs * evaluations / study.evaluations)

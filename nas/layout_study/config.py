@@ -25,8 +25,9 @@ QUICK_CONFIG = "layout_study_quick.yaml"
 # The paper trains the layout study without augmentation or regularization (CoAtNet 2.2).
 STUDY_TRAIN_DEFAULTS = {"batch_size": 32, "augment": False, "label_smoothing": 0.0,
                         "warmup_epochs": 1.0, "train_eval_images": 500}
-# DeiT's regularizers (DeiT-Ti's values; no RandAugment or repeated augmentation here): what both
-# arms of the distillation comparison train with, as DeiT trains its students.
+# DeiT's regularizers (DeiT-Ti's values; RandAugment and repeated augmentation are options a
+# comparison's `train` can add): what both arms of the distillation comparison train with, as DeiT
+# trains its students.
 DEIT_RECIPE = {"augment": True, "mixup": 0.8, "cutmix": 1.0, "label_smoothing": 0.1,
                "drop_path": 0.1, "random_erasing": 0.25}
 # What a comparison's `train` may change: the recipe, not the budget, seed or placement.
@@ -96,6 +97,8 @@ class DistillationComparison:
     budget; never a validation image). `teacher_size`: the teacher's own training set and budget
     instead (e.g. every training image: a teacher that knows more than its student, as DeiT's is
     stronger than DeiT; still never a validation image; it also trains, as a reference, at `size`).
+    `teacher_train`: with `teacher_size`, the teacher's own recipe changes instead of `train` (DeiT's
+    teacher was trained on its own recipe, not its students'); null: `train`.
     `seeds` / `evaluations` null: the study's."""
 
     size: SizeConfig = SizeConfig(5, None, 100)
@@ -105,6 +108,7 @@ class DistillationComparison:
     seeds: tuple[int, ...] | None = None
     evaluations: int | None = None
     train: Mapping[str, Any] = field(default_factory=lambda: dict(DEIT_RECIPE))
+    teacher_train: Mapping[str, Any] | None = None
     mode: str = "hard"
     temperature: float = 1.0
     alpha: float = 0.5
@@ -115,11 +119,19 @@ class DistillationComparison:
         """The size the teacher trains at: `teacher_size`, else the students' `size`."""
         return self.teacher_size or self.size
 
+    @property
+    def teacher_recipe(self) -> Mapping[str, Any]:
+        """The `train` changes the teacher's run trains with."""
+        return self.train if self.teacher_train is None else self.teacher_train
+
     def to_dict(self) -> dict[str, Any]:
         return {"size": self.size.to_dict(), "layouts": list(self.layouts), "teacher": self.teacher,
                 "teacher_size": None if self.teacher_size is None else self.teacher_size.to_dict(),
                 "seeds": None if self.seeds is None else list(self.seeds),
-                "evaluations": self.evaluations, "train": dict(self.train), "mode": self.mode,
+                "evaluations": self.evaluations, "train": train_changes_dict(self.train),
+                "teacher_train": None if self.teacher_train is None
+                else train_changes_dict(self.teacher_train),
+                "mode": self.mode,
                 "temperature": self.temperature, "alpha": self.alpha,
                 "teacher_pass": self.teacher_pass}
 
@@ -149,7 +161,7 @@ class ConvitComparison:
                 "depth": self.depth, "local_blocks": self.local_blocks, "head_size": self.head_size,
                 "patch_size": self.patch_size,
                 "seeds": None if self.seeds is None else list(self.seeds),
-                "evaluations": self.evaluations, "train": dict(self.train)}
+                "evaluations": self.evaluations, "train": train_changes_dict(self.train)}
 
 
 @dataclass(frozen=True)
@@ -291,6 +303,11 @@ def _distillation(value: Any) -> DistillationComparison:
         values["teacher"] = _names([values["teacher"]], f"{where}.teacher",
                                    LAYOUT_STUDY + VIT_STUDY)[0]
     _comparison_common(values, where)
+    if values.get("teacher_train") is not None:
+        if values.get("teacher_size") is None:
+            raise StudyConfigError(f"{where}.teacher_train", "needs teacher_size: without it the "
+                                   "teacher is the teacher layout's own student run")
+        values["teacher_train"] = _train_changes(values["teacher_train"], f"{where}.teacher_train")
     return from_mapping(DistillationComparison, values, where, error=StudyConfigError)
 
 
@@ -311,18 +328,28 @@ def _comparison_common(values: dict[str, Any], where: str) -> None:
         values["seeds"] = tuple(typed(s, "int", f"{where}.seeds[{i}]", StudyConfigError)
                                 for i, s in enumerate(_list(values["seeds"], f"{where}.seeds")))
     if "train" in values:
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        train = dict(check_keys(values["train"] or {}, f"{where}.train", names,
-                                error=StudyConfigError))
-        fixed = sorted(set(train) & set(FIXED_TRAIN_FIELDS))
-        if fixed:
-            raise StudyConfigError(f"{where}.train.{fixed[0]}", "a comparison changes the recipe, "
-                                   "not the budget, seed or placement (set by the study)")
-        try:  # typed and checked as TrainConfig's own fields
-            parsed = TrainConfig.from_dict(train)
-        except FieldError as exc:
-            raise StudyConfigError(f"{where}.{exc.field}", exc.message) from None
-        values["train"] = {name: getattr(parsed, name) for name in train}
+        values["train"] = _train_changes(values["train"], f"{where}.train")
+
+
+def _train_changes(value: Any, where: str) -> dict[str, Any]:
+    """A comparison's recipe changes, typed and checked as TrainConfig's own fields."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    train = dict(check_keys(value or {}, where, names, error=StudyConfigError))
+    fixed = sorted(set(train) & set(FIXED_TRAIN_FIELDS))
+    if fixed:
+        raise StudyConfigError(f"{where}.{fixed[0]}", "a comparison changes the recipe, "
+                               "not the budget, seed or placement (set by the study)")
+    try:
+        parsed = TrainConfig.from_dict(train)
+    except FieldError as exc:  # "train.FIELD": the comparison's own key in front
+        raise StudyConfigError(f"{where}.{exc.field.split('.', 1)[1]}", exc.message) from None
+    return {name: getattr(parsed, name) for name in train}
+
+
+def train_changes_dict(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A comparison's `train` changes as plain YAML values (nested options as mappings)."""
+    return {name: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            for name, value in changes.items()}
 
 
 def _list(value: Any, where: str) -> list:

@@ -32,7 +32,7 @@ from evaluators.data import describe_data
 from nas.layout_study.cells import (DISTILLED, LAYOUTS, TEACHER_INPUT, TEACHER_WEIGHTS, Cell,
                                     cell_cost, comparison_cells, study_architectures, study_cells,
                                     train_cell)
-from nas.layout_study.config import StudyConfig
+from nas.layout_study.config import StudyConfig, train_changes_dict
 from nas.ray_session import check_resources, quiet_ray, start_ray
 from nas.signals import SearchStopped, StopSignals
 from results.layout_study.comparisons import comparison_readings, comparison_table
@@ -269,6 +269,10 @@ def write_outputs(study: StudyDirectory, config: StudyConfig, records: list[dict
     ranks.update(comparison_readings(
         compared, config.distillation.teacher if config.distillation else None,
         [s.label for s in config.convit.sizes] if config.convit else None, config.bootstrap))
+    if ranks.get("distillation") is not None:
+        d = config.distillation
+        ranks["distillation"].update(recipe=train_changes_dict(d.train),
+                                     teacher_recipe=train_changes_dict(d.teacher_recipe))
     ranks["wall_time_s"] = None if wall_time_s is None else round(wall_time_s, 1)
     study.write_output("study.csv", table.to_csv(index=False))
     study.write_output("curves.csv", curves.to_csv(index=False))

@@ -136,11 +136,30 @@ def _distillation_html(d: Mapping[str, Any] | None) -> str:
             "share of the distilled run's training images (augmented, mixed) in its last period on "
             "which the teacher's class was not the label, what it could teach beyond the labels. "
             "Differences are "
-            "distilled minus plain, paired by seed; 95% intervals from resampled seeds.</p>"
+            "distilled minus plain, paired by seed; 95% intervals from resampled seeds."
+            f"{_recipes(d)}</p>"
             "<table><tr><th>student</th><th>val acc, plain</th><th>val acc, distilled</th>"
             "<th>difference</th><th>gap to the teacher</th><th>agreement, plain</th>"
             "<th>agreement, distilled</th><th>difference</th><th>relabelled</th></tr>" + rows +
             "</table>")
+
+
+def _recipes(d: Mapping[str, Any]) -> str:
+    """The students' recipe changes and, where it differs, the teacher's."""
+    if d.get("recipe") is None:
+        return ""
+
+    def listed(recipe: Mapping[str, Any]) -> str:
+        return ", ".join(f"{name} {{{listed(value)}}}" if isinstance(value, Mapping)
+                         else f"{name} {value}" for name, value in recipe.items())
+
+    def shown(recipe: Mapping[str, Any]) -> str:
+        return html.escape(listed(recipe) or "the study's training")
+
+    text = f" Students' recipe (both arms): {shown(d['recipe'])}."
+    if d.get("teacher_recipe") != d["recipe"]:
+        text += f" The teacher's own recipe: {shown(d['teacher_recipe'])}."
+    return text
 
 
 def _convit_html(c: Mapping[str, Any] | None) -> str:
