@@ -15,7 +15,7 @@ from evaluators.rand_augment import OPERATIONS, PIXEL_OPERATIONS, RandAugment, R
 from evaluators.trainer import TrainConfig, Trainer
 from nas.layout_study.config import StudyConfig, load_study_config
 from search_spaces.fields import FieldError
-from tests.test_regularizers import hybrid_arch
+from test_regularizers import hybrid_arch
 
 
 def uint8_images(channels: int, seed: int = 0, low: int = 0, high: int = 256) -> np.ndarray:
