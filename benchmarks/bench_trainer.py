@@ -105,7 +105,8 @@ def main() -> None:
         "trainer + RandAugment m9": config.replace(rand_augment=RandAugmentConfig()),
         "trainer + repeated augmentation 3": config.replace(repeated_augment=3),
         "trainer + DeiT recipe (all, teacher per batch)": per_batch.replace(
-            augment=True, mixup=0.8, cutmix=1.0, drop_path=0.1, random_erasing=0.25),
+            augment=True, mixup=0.8, cutmix=1.0, drop_path=0.1, random_erasing=0.25,
+            rand_augment=RandAugmentConfig(), repeated_augment=3),
     }
     runners = {"bare loop": lambda: bare.train_steps(args.chunk),
                "bare loop, NCHW layout": lambda: bare_nchw.train_steps(args.chunk),
