@@ -25,12 +25,32 @@ from evaluators.data import DataError, ImageData, ImageSplit
 class Deformation:
     """Ranges of the random affine map applied to each image: rotation and shear in degrees
     (uniform in +-), scale factor (uniform in [1 - scale, 1 + scale]), shift as a fraction of the
-    side (uniform in +-)."""
+    side (uniform in +-).
+
+    Clutter, for a regime that no layout can fit to zero loss (as none fits JFT): `clutter`
+    fragments per image, each a square window `clutter_size` x the side wide, at a random place,
+    cut from another deformed training image of any class and laid over the image (pixel-wise
+    maximum, as in cluttered MNIST); some images become truly ambiguous. `noise`: the std of
+    Gaussian pixel noise added last (pixels clipped to [0, 1]). Both 0: plain deformations."""
 
     rotation: float = 15.0
     scale: float = 0.15
     shear: float = 10.0
     shift: float = 0.1
+    clutter: int = 0
+    clutter_size: float = 0.4
+    noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("rotation", "scale", "shear", "shift", "noise"):
+            if not getattr(self, name) >= 0:
+                raise DataError(f"deformation.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.scale >= 1:
+            raise DataError(f"deformation.scale: must be below 1, got {self.scale}")
+        if isinstance(self.clutter, bool) or not isinstance(self.clutter, int) or self.clutter < 0:
+            raise DataError(f"deformation.clutter: must be an integer >= 0, got {self.clutter!r}")
+        if not 0 < self.clutter_size <= 1:
+            raise DataError(f"deformation.clutter_size: must be in (0, 1], got {self.clutter_size}")
 
 
 def deform(images: torch.Tensor, generator: torch.Generator,
@@ -58,6 +78,29 @@ def deform(images: torch.Tensor, generator: torch.Generator,
     return moved + fill
 
 
+def add_clutter(images: torch.Tensor, pool: torch.Tensor, generator: torch.Generator,
+                deformation: Deformation) -> torch.Tensor:
+    """(N, C, R, R) -> (N, C, R, R): `deformation.clutter` fragments laid over each image, each a
+    square window of a randomly drawn image of `pool` (deformed like the rest) at a random place;
+    then the pixel noise. Pixels are on [0, 1] with a black (0) background."""
+    n, _, height, width = images.shape
+    side = max(1, round(deformation.clutter_size * min(height, width)))
+    rows = torch.arange(height).view(1, 1, height, 1)
+    cols = torch.arange(width).view(1, 1, 1, width)
+    out = images
+    for _ in range(deformation.clutter):
+        other = deform(pool[torch.randint(len(pool), (n,), generator=generator)], generator,
+                       deformation)
+        top = torch.randint(height - side + 1, (n,), generator=generator).view(n, 1, 1, 1)
+        left = torch.randint(width - side + 1, (n,), generator=generator).view(n, 1, 1, 1)
+        window = ((rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side))
+        out = torch.maximum(out, other * window.to(images.dtype))
+    if deformation.noise > 0:
+        noise = torch.randn(out.shape, generator=generator, dtype=out.dtype) * deformation.noise
+        out = (out + noise).clamp(0, 1)
+    return out
+
+
 def deformed_images(images: torch.Tensor, labels: torch.Tensor, per_class: int, seed: int,
                     deformation: Deformation = Deformation(), fill: torch.Tensor | float = 0.0,
                     chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +115,10 @@ def deformed_images(images: torch.Tensor, labels: torch.Tensor, per_class: int, 
     out = torch.empty((len(source),) + tuple(images.shape[1:]), dtype=images.dtype)
     for start in range(0, len(source), chunk):
         picked = source[start:start + chunk]
-        out[start:start + len(picked)] = deform(images[picked], generator, deformation, fill)
+        moved = deform(images[picked], generator, deformation, fill)
+        if deformation.clutter or deformation.noise:
+            moved = add_clutter(moved, images, generator, deformation)
+        out[start:start + len(picked)] = moved
     return out, labels[source].clone()
 
 

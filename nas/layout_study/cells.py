@@ -27,7 +27,7 @@ import torch
 
 from evaluators.cost import count_cost
 from evaluators.data import ImageData, ImageSplit, small_data
-from evaluators.deformed_data import deformed_data, deformed_images
+from evaluators.deformed_data import Deformation, deformed_data, deformed_images
 from evaluators.distillation import DistillConfig
 from evaluators.trainer import TrainConfig, Trainer
 from evaluators.trial import load_trial_data
@@ -99,9 +99,10 @@ def convit_architectures(config: StudyConfig, num_classes: int, in_channels: int
 
 
 def study_cells(config: StudyConfig, architectures: dict[str, Architecture]) -> list[Cell]:
-    """Every cell of the layouts, size by size (smallest budget first), then layout, then seed."""
+    """Every cell of the layouts, size by size (smallest budget first), then layout, then seed
+    (the size's own seeds where it has them)."""
     return [Cell(layout, size, seed, arch) for size in config.sizes
-            for layout, arch in architectures.items() for seed in config.seeds]
+            for layout, arch in architectures.items() for seed in size.seeds or config.seeds]
 
 
 def comparison_cells(config: StudyConfig, num_classes: int, in_channels: int) -> list[Cell]:
@@ -130,9 +131,10 @@ def comparison_cells(config: StudyConfig, num_classes: int, in_channels: int) ->
     return cells
 
 
-def training_set(data: ImageData, size: SizeConfig, seed: int) -> ImageData:
+def training_set(data: ImageData, size: SizeConfig, seed: int,
+                 deformation: Deformation = Deformation()) -> ImageData:
     if size.deformed:
-        return deformed_data(data, size.deformed_per_class, seed=seed)
+        return deformed_data(data, size.deformed_per_class, seed=seed, deformation=deformation)
     if size.per_class is None:
         return data
     return small_data(data, per_class=size.per_class, seed=seed)
@@ -175,7 +177,7 @@ def train_cell(config: dict[str, Any]) -> None:
         size = parse_size(cell["size"])
         data = load_trial_data(study.data, study.data_path, study.resolution, study.val_fraction,
                                study.data_seed, arch.in_channels)
-        train_data = training_set(data, size, cell["seed"])
+        train_data = training_set(data, size, cell["seed"], study.deformation)
         recipe, evaluations = cell_training(study, cell)
         train = recipe.replace(
             epochs=evaluations, steps_per_epoch=max(1, size.steps // evaluations),
@@ -184,6 +186,7 @@ def train_cell(config: dict[str, Any]) -> None:
             else "cpu")
         trainer = Trainer(arch, train_data, train)
         last: dict[str, float] = {}
+        reached = False
         while trainer.status == "running":
             metrics = trainer.run_epoch()
             if metrics is None:
@@ -194,14 +197,19 @@ def train_cell(config: dict[str, Any]) -> None:
             for name in ("teacher_agreement", "teacher_relabelled"):
                 if name in metrics:
                     last[name] = metrics[name]
-            if trainer.status == "running":
+            reached = reached_target(size, metrics["train_loss"])
+            if trainer.status == "running" and not reached:
                 tune.report(last)
+            if reached:  # the fit protocol: this run has fit its training set
+                break
         final = {**last, FINAL_KEY: 1.0, "diverged": float(trainer.status == "diverged"),
                  "train_images": float(len(train_data.train_y))}
-        completed = trainer.status == "completed"
+        if size.target_loss is not None:
+            final["reached_target"] = float(reached)
+        completed = trainer.status == "completed" or reached
         if completed and size.deformed:
             x, y = deformed_images(data.val.images(), data.val_y, study.heldout_per_class,
-                                   seed=10_000 + cell["seed"])
+                                   seed=10_000 + cell["seed"], deformation=study.deformation)
             final["heldout_loss"], final["heldout_acc"] = trainer.evaluate(ImageSplit.in_memory(x, y))
         if completed and cell.get("comparison") == DISTILLATION:
             predicted = trainer.predicted_classes(data.val).tolist()
@@ -220,6 +228,12 @@ def train_cell(config: dict[str, Any]) -> None:
     except Exception as exc:  # noqa: BLE001 - a broken cell is recorded, the study goes on
         tune.report({FINAL_KEY: 1.0, "failed": 1.0,
                      "error_text": f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}"})
+
+
+def reached_target(size: SizeConfig, train_loss: float) -> bool:
+    """Whether a run of the fit protocol may stop: its measured training loss is at or below its
+    size's `target_loss` (never, for a size without one)."""
+    return size.target_loss is not None and train_loss <= size.target_loss
 
 
 def cell_cost(arch: Architecture) -> dict[str, int]:

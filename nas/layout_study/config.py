@@ -7,6 +7,7 @@ error names the field (`study.sizes[1].steps: ...`)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from evaluators.data import DataError
+from evaluators.deformed_data import Deformation
 from evaluators.distillation import check_distill_options
 from evaluators.trainer import TrainConfig
 from nas.config import ResourcesConfig, validate_resources
@@ -22,6 +25,8 @@ from search_spaces.presets import LAYOUT_STUDY, VIT_STUDY
 
 FULL_CONFIG = "layout_study.yaml"
 QUICK_CONFIG = "layout_study_quick.yaml"
+FIT_CONFIG = "layout_study_fit.yaml"
+PROTOCOLS = {"full": FULL_CONFIG, "quick": QUICK_CONFIG, "fit": FIT_CONFIG}  # built-in configs
 # The paper trains the layout study without augmentation or regularization (CoAtNet 2.2).
 STUDY_TRAIN_DEFAULTS = {"batch_size": 32, "augment": False, "label_smoothing": 0.0,
                         "warmup_epochs": 1.0, "train_eval_images": 500}
@@ -42,11 +47,21 @@ class StudyConfigError(FieldError):
 class SizeConfig:
     """One training-set size: `per_class` real images of each class (null: all of them), or
     `deformed_per_class` deformations of the real training images per class (the large-data
-    regime, `evaluators.deformed_data`); `steps` optimiser steps of training at this size."""
+    regime, `evaluators.deformed_data`); `steps` optimiser steps of training at this size.
+
+    `target_loss` (the fit protocol): train each run until its training loss, measured at an
+    evaluation, is at or below this level, then stop; `steps` is then the cap (and the length of
+    the learning-rate schedule). A run that never gets there trains the whole cap and is recorded
+    with the loss it reached. Generalization at this size is read at `target_loss` itself.
+    null: every run trains all its steps (the quick protocol).
+
+    `seeds`: this size's own seeds (e.g. fewer for a long capacity budget); null: the study's."""
 
     per_class: int | None = None
     deformed_per_class: int | None = None
     steps: int = 200
+    target_loss: float | None = None
+    seeds: tuple[int, ...] | None = None
 
     @property
     def label(self) -> str:
@@ -60,8 +75,15 @@ class SizeConfig:
 
     def to_dict(self) -> dict[str, Any]:
         if self.deformed:
-            return {"deformed_per_class": self.deformed_per_class, "steps": self.steps}
-        return {"per_class": "all" if self.per_class is None else self.per_class, "steps": self.steps}
+            out = {"deformed_per_class": self.deformed_per_class, "steps": self.steps}
+        else:
+            out = {"per_class": "all" if self.per_class is None else self.per_class,
+                   "steps": self.steps}
+        if self.target_loss is not None:
+            out["target_loss"] = self.target_loss
+        if self.seeds is not None:
+            out["seeds"] = list(self.seeds)
+        return out
 
 
 @dataclass(frozen=True)
@@ -181,6 +203,7 @@ class StudyConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     evaluations: int = 10
     heldout_per_class: int = 200
+    deformation: Deformation = field(default_factory=Deformation)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(**STUDY_TRAIN_DEFAULTS))
     cheap: CheapReadingsConfig = field(default_factory=CheapReadingsConfig)
     bootstrap: int = 2000
@@ -206,6 +229,7 @@ class StudyConfig:
             architectures={**dataclasses.asdict(self.architectures),
                            "layouts": list(self.architectures.layouts)},
             sizes=[s.to_dict() for s in self.sizes], seeds=list(self.seeds),
+            deformation=dataclasses.asdict(self.deformation),
             train=dataclasses.asdict(self.train),
             cheap={"matched_losses": list(self.cheap.matched_losses), "steps": self.cheap.steps},
             resources=dataclasses.asdict(self.resources),
@@ -241,8 +265,7 @@ class StudyConfig:
             values["sizes"] = tuple(parse_size(item, f"sizes[{i}]")
                                     for i, item in enumerate(_list(values["sizes"], "sizes")))
         if "seeds" in values:
-            values["seeds"] = tuple(typed(s, "int", f"seeds[{i}]", StudyConfigError)
-                                    for i, s in enumerate(_list(values["seeds"], "seeds")))
+            values["seeds"] = _seeds(values["seeds"], "seeds")
         if "train" in values:
             train = {**STUDY_TRAIN_DEFAULTS, **check_keys(values["train"], "train",
                                                          {f.name for f in dataclasses.fields(TrainConfig)},
@@ -251,6 +274,13 @@ class StudyConfig:
                 values["train"] = TrainConfig.from_dict(train)
             except FieldError as exc:
                 raise StudyConfigError(exc.field, exc.message) from None
+        if "deformation" in values:
+            try:
+                values["deformation"] = from_mapping(Deformation, values["deformation"] or {},
+                                                     "deformation", error=StudyConfigError)
+            except DataError as exc:
+                field_name, _, message = str(exc).partition(": ")
+                raise StudyConfigError(field_name, message) from None
         if "cheap" in values:
             cheap = dict(check_keys(values["cheap"] or {}, "cheap", {"matched_losses", "steps"},
                                     error=StudyConfigError))
@@ -269,12 +299,18 @@ class StudyConfig:
         return cls(**values)
 
 
-def load_study_config(path: str | Path | None = None, quick: bool = False) -> StudyConfig:
-    """Read a study config from YAML; None = the built-in protocol (`quick`: the one sized for
-    half an hour on two CPU cores)."""
+def load_study_config(path: str | Path | None = None, quick: bool = False,
+                      protocol: str | None = None) -> StudyConfig:
+    """Read a study config from YAML; None = a built-in protocol: `protocol` (quick, fit or
+    full; `quick=True` is `protocol="quick"`, the one sized for half an hour on two CPU cores),
+    default full."""
     if path is None:
-        text = resources.files("nas").joinpath(QUICK_CONFIG if quick else FULL_CONFIG).read_text()
-        where = "built-in " + (QUICK_CONFIG if quick else FULL_CONFIG)
+        protocol = protocol or ("quick" if quick else "full")
+        if protocol not in PROTOCOLS:
+            raise StudyConfigError("protocol", f"unknown built-in protocol {protocol!r} "
+                                   f"(known: {sorted(PROTOCOLS)})")
+        text = resources.files("nas").joinpath(PROTOCOLS[protocol]).read_text()
+        where = "built-in " + PROTOCOLS[protocol]
     else:
         if not Path(path).is_file():
             raise FileNotFoundError(f"study config {str(path)!r}: no such file")
@@ -325,8 +361,7 @@ def _convit(value: Any) -> ConvitComparison:
 def _comparison_common(values: dict[str, Any], where: str) -> None:
     """Parse in place what both comparisons have: seeds, evaluations and the `train` changes."""
     if values.get("seeds") is not None:
-        values["seeds"] = tuple(typed(s, "int", f"{where}.seeds[{i}]", StudyConfigError)
-                                for i, s in enumerate(_list(values["seeds"], f"{where}.seeds")))
+        values["seeds"] = _seeds(values["seeds"], f"{where}.seeds")
     if "train" in values:
         values["train"] = _train_changes(values["train"], f"{where}.train")
 
@@ -352,6 +387,11 @@ def train_changes_dict(changes: Mapping[str, Any]) -> dict[str, Any]:
             for name, value in changes.items()}
 
 
+def _seeds(value: Any, where: str) -> tuple[int, ...]:
+    return tuple(typed(s, "int", f"{where}[{i}]", StudyConfigError)
+                 for i, s in enumerate(_list(value, where)))
+
+
 def _list(value: Any, where: str) -> list:
     if not isinstance(value, list) or not value:
         raise StudyConfigError(where, "expected a non-empty list")
@@ -368,8 +408,10 @@ def _names(value: Any, where: str, known: tuple[str, ...] = LAYOUT_STUDY) -> lis
 
 def parse_size(item: Any, where: str = "size") -> SizeConfig:
     """A size from its mapping (`SizeConfig.to_dict`'s form, as a config writes it)."""
-    values = dict(check_keys(item, where, {"per_class", "deformed_per_class", "steps"},
-                             error=StudyConfigError))
+    values = dict(check_keys(item, where, {"per_class", "deformed_per_class", "steps",
+                                           "target_loss", "seeds"}, error=StudyConfigError))
+    if values.get("seeds") is not None:
+        values["seeds"] = _seeds(values["seeds"], f"{where}.seeds")
     if values.get("per_class") == "all":
         values["per_class"] = None
     elif "per_class" not in values and "deformed_per_class" not in values:
@@ -389,6 +431,12 @@ def _validate(config: StudyConfig) -> None:
             value = getattr(size, name)
             if value is not None and value < 1:
                 raise StudyConfigError(f"{where}.{name}", f"must be >= 1, got {value}")
+        if size.target_loss is not None and not (size.target_loss > 0
+                                                 and math.isfinite(size.target_loss)):
+            raise StudyConfigError(f"{where}.target_loss",
+                                   f"must be a positive number or null, got {size.target_loss}")
+        if size.seeds is not None and len(set(size.seeds)) != len(size.seeds):
+            raise StudyConfigError(f"{where}.seeds", f"expected distinct seeds, got {list(size.seeds)}")
         if size.steps < config.evaluations:
             raise StudyConfigError(f"{where}.steps", f"{size.steps} steps cannot hold "
                                    f"{config.evaluations} evaluations")

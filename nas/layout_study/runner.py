@@ -33,12 +33,14 @@ from nas.layout_study.cells import (DISTILLED, LAYOUTS, TEACHER_INPUT, TEACHER_W
                                     cell_cost, comparison_cells, study_architectures, study_cells,
                                     train_cell)
 from nas.layout_study.config import StudyConfig, train_changes_dict
+from nas.layout_study.proxies import layout_proxies
 from nas.ray_session import check_resources, quiet_ray, start_ray
 from nas.signals import SearchStopped, StopSignals
 from results.layout_study.comparisons import comparison_readings, comparison_table
+from results.layout_study.objective_agreement import objective_agreement
 from results.layout_study.rankings import rankings
 from results.layout_study.readings import cell_table, curves_table
-from results.layout_study.report import render_study_report
+from results.layout_study.report import ProtocolCurves, render_study_report
 from results.layout_study.study_directory import DONE, RAY_DIR, StudyDirectory, new_cell_record
 from results.run_directory import now_iso
 from search_spaces.architecture import Architecture
@@ -86,6 +88,8 @@ class CellRecords(tune.Callback):
                                 "diverged" if result.get("diverged") else "completed")
             record["error"] = result.get("error_text")
             record["train_images"] = int(result.get("train_images", 0))
+            if "reached_target" in result:
+                record["reached_target"] = bool(result["reached_target"])
             if "heldout_loss" in result:
                 record["heldout"] = {"loss": result["heldout_loss"], "acc": result["heldout_acc"]}
             if "val_predictions" in result:
@@ -127,8 +131,9 @@ class CellRecords(tune.Callback):
 
 
 def run_study(config: StudyConfig | None, out_dir: str | Path, resume: bool = False,
-              address: str | None = None) -> StudyResult:
-    """Run (or with `resume=True` continue) the layout study in `out_dir`; returns its result."""
+              address: str | None = None, beside: ProtocolCurves | None = None) -> StudyResult:
+    """Run (or with `resume=True` continue) the layout study in `out_dir`; returns its result.
+    `beside`: another protocol's runs, drawn in the report's Figure 2 under this one's."""
     started = time.time()
     study = StudyDirectory(out_dir)
     if resume:
@@ -152,8 +157,9 @@ def run_study(config: StudyConfig | None, out_dir: str | Path, resume: bool = Fa
     study.write_config(config.to_dict())
     todo = [c for c in cells if not _done(study, c)]
     compared = len(cells) - len(layout_cells)
+    seeds = sorted({len(s.seeds or config.seeds) for s in config.sizes})
     print(f"study: {len(cells)} cells ({len(config.architectures.layouts)} layouts x "
-          f"{len(config.sizes)} sizes x {len(config.seeds)} seeds"
+          f"{len(config.sizes)} sizes x {'-'.join(map(str, seeds))} seeds"
           + (f", {compared} in the comparisons" if compared else "")
           + f"), {len(todo)} to train -> {study.root}", flush=True)
     phases = [[c for c in todo if c.arm != DISTILLED], [c for c in todo if c.arm == DISTILLED]]
@@ -171,7 +177,8 @@ def run_study(config: StudyConfig | None, out_dir: str | Path, resume: bool = Fa
               f"`hybrid-nas study --resume {study.root}`", flush=True)
         return StudyResult(study.root, True, None, stop.received)
     ranks = write_outputs(study, config, [r for r in records if r["cell_id"] in
-                                          {c.cell_id for c in cells}], time.time() - started)
+                                          {c.cell_id for c in cells}], time.time() - started,
+                          beside)
     return StudyResult(study.root, False, ranks, stop.received)
 
 
@@ -254,17 +261,38 @@ def _fit(study: StudyDirectory, config: StudyConfig, cells: list[dict[str, Any]]
         stop.tuning = False
 
 
+def rewrite_outputs(out_dir: str | Path, beside: str | Path | None = None) -> dict[str, Any]:
+    """Write a finished study's outputs again from its records (e.g. after an upgrade, or to draw
+    another protocol's Figure 2 `beside` it: a folder with that study's study.csv and
+    curves.csv); the wall time already recorded is kept."""
+    study = StudyDirectory(out_dir)
+    if not study.exists():
+        raise FileNotFoundError(f"{study.root}: not a study directory (no study.yaml)")
+    config = StudyConfig.from_dict(study.read_config())
+    records, _ = study.read_cells()
+    wall = None
+    if (study.root / "rankings.json").is_file():
+        wall = json.loads((study.root / "rankings.json").read_text()).get("wall_time_s")
+    return write_outputs(study, config, records, wall,
+                         None if beside is None else ProtocolCurves.read(beside))
+
+
 def write_outputs(study: StudyDirectory, config: StudyConfig, records: list[dict[str, Any]],
-                  wall_time_s: float | None = None) -> dict[str, Any]:
+                  wall_time_s: float | None = None,
+                  beside: ProtocolCurves | None = None) -> dict[str, Any]:
     """study.csv, curves.csv, rankings.json and report.html from the cell records (and
-    comparisons.csv when the study ran a comparison)."""
+    comparisons.csv when the study ran a comparison); `beside`: another protocol's runs, whose
+    Figure 2 the report draws under this one's."""
     info = describe_data(config.data, config.data_path)
     sizes = [s.label for s in config.sizes]
     layout_records = [r for r in records if r.get("comparison", LAYOUTS) == LAYOUTS]
     table = cell_table(layout_records, sizes, info.num_classes, config.cheap.matched_losses,
-                       config.cheap.steps)
+                       config.cheap.steps, {s.label: s.target_loss for s in config.sizes})
+    architectures = study_architectures(config, info.num_classes, info.in_channels)
+    table = table.merge(layout_proxies(config, architectures), on=["layout", "seed"], how="left")
     curves = curves_table(layout_records)
     ranks = rankings(table, curves, sizes, config.bootstrap)
+    ranks.update(objective_agreement(table, ranks))
     compared = comparison_table(records)
     ranks.update(comparison_readings(
         compared, config.distillation.teacher if config.distillation else None,
@@ -281,11 +309,15 @@ def write_outputs(study: StudyDirectory, config: StudyConfig, records: list[dict
     study.write_output("rankings.json", json.dumps(_plain(ranks), indent=1))
     study.write_output("report.html", render_study_report(
         config.name, table, curves, ranks, sizes,
-        (study.root / "study.yaml").read_text(), wall_time_s))
+        (study.root / "study.yaml").read_text(), wall_time_s, beside))
     for reading in ("generalization", "capacity"):
         r = ranks[reading]
         print(f"{reading}: {' > '.join(r['order'])}  (paper: {r['paper']})  tau-b {r['tau_b']:.2f} "
               f"[{r['interval_95'][0]:.2f}, {r['interval_95'][1]:.2f}]", file=sys.stdout, flush=True)
+    best = ranks["best_objectives"]
+    print(f"readings a search trial can take that agree best: generalization "
+          f"{best['generalization']}, capacity {best['capacity']} (report: objective agreement)",
+          flush=True)
     for line in _comparison_lines(ranks):
         print(line, flush=True)
     print(f"study: outputs in {study.root} (report.html, study.csv, curves.csv, "

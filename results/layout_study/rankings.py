@@ -116,10 +116,13 @@ def rankings(table: pd.DataFrame, curves: pd.DataFrame, sizes: Sequence[str],
         interval_95=bootstrap_tau(done, "val_acc_at_matched_loss", real, "generalization", resamples),
         per_size={s: tau_against_paper(layout_scores(done, "val_acc_at_matched_loss", [s]),
                                        "generalization") for s in sizes},
-        matched_level={s: float(done.loc[done["size"] == s, "matched_level"].max()) for s in sizes})
+        matched_level={s: float(done.loc[done["size"] == s, "matched_level"].max()) for s in sizes},
+        missing=int(done.loc[done["size"].isin(real), "val_acc_at_matched_loss"].isna().sum()),
+        not_reached=_not_reached(done),
+        along_loss=_along_loss(done, real))
     capacity = _ranking(layout_scores(done, "capacity", [largest]), "capacity")
     capacity.update(
-        reading="capacity", size=largest, seeds=seeds,
+        reading="capacity", size=largest, real_sizes=real, seeds=seeds,
         interval_95=bootstrap_tau(done, "capacity", [largest], "capacity", resamples),
         per_size={s: tau_against_paper(layout_scores(done, "capacity", [s]), "capacity")
                   for s in sizes},
@@ -130,20 +133,47 @@ def rankings(table: pd.DataFrame, curves: pd.DataFrame, sizes: Sequence[str],
         cheap[column] = {
             "stands_for": "val_acc_at_matched_loss", "scores": scores,
             "missing": int(done.loc[done["size"].isin(real), column].isna().sum()),
-            "tau_b_vs_validated": _tau_between(scores, generalization["scores"]),
+            "tau_b_vs_validated": tau_between(scores, generalization["scores"]),
             "tau_b_vs_paper": tau_against_paper(scores, "generalization")}
     cheap_capacity = layout_scores(done, "fit_short", [largest])
     cheap.update({
         "fit_short": {
             "stands_for": "capacity", "scores": cheap_capacity,
-            "tau_b_vs_validated": _tau_between(cheap_capacity, capacity["scores"]),
+            "tau_b_vs_validated": tau_between(cheap_capacity, capacity["scores"]),
             "tau_b_vs_paper": tau_against_paper(cheap_capacity, "capacity")},
     })
     return {"generalization": generalization, "capacity": capacity, "cheap_readings": cheap,
             "cells": {"completed": int(len(done)), "total": int(len(table))}}
 
 
-def _tau_between(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+def _not_reached(done: pd.DataFrame) -> list[dict[str, Any]]:
+    """The fit protocol's runs that did not reach their target within the cap, with the loss they
+    reached: recorded, never dropped."""
+    if "reached_target" not in done:
+        return []
+    missed = done[done["reached_target"].eq(False)]
+    return [{"cell_id": r.cell_id, "target_loss": float(r.target_loss),
+             "final_train_loss": float(r.final_train_loss), "steps": int(r.steps_trained)}
+            for r in missed.itertuples()]
+
+
+def _along_loss(done: pd.DataFrame, real: Sequence[str]) -> list[dict[str, Any]]:
+    """Where along Figure 2's curves the generalization ranking settles: tau-b against the paper
+    of the validation accuracy read at each fixed training-loss level (high to low), averaged over
+    seeds and the real sizes, with how many runs never reached the level."""
+    out = []
+    columns = [c for c in done.columns if c.startswith("val_acc_at_loss_")]
+    for column in sorted(columns, key=lambda c: -float(c.rsplit("_", 1)[1])):
+        scores = layout_scores(done, column, real)
+        out.append({"level": float(column.rsplit("_", 1)[1]),
+                    "tau_b": tau_against_paper(scores, "generalization"),
+                    "missing": int(done.loc[done["size"].isin(real), column].isna().sum()),
+                    "scores": scores})
+    return out
+
+
+def tau_between(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    """tau-b of two layout -> score maps over the layouts both have a finite score for."""
     names = [n for n in a if n in b and math.isfinite(a[n]) and math.isfinite(b[n])]
     return kendall_tau_b([a[n] for n in names], [b[n] for n in names])
 

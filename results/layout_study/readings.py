@@ -8,9 +8,18 @@ reaches (`evaluators.curves.common_level`: the largest of the runs' lowest losse
 - `capacity`: exp(-final training loss), the geometric-mean probability the trained model gives
   the true label of a training image; the paper's capacity reading at the largest (deformed) size,
   where the training set is far larger than what a model can memorise;
-- `val_acc_at_loss_<level>` and `fit_short`: the cheap readings a search trial can take alone
-  (validation accuracy at a fixed training-loss level, there being no other run to match; the fit
-  after a short budget), checked against the two above.
+- `val_acc_at_loss_<level>`: validation accuracy where the whole curve first reaches a fixed
+  level: where along Figure 2's curves the generalization ranking settles;
+- the readings a search trial can take alone within its own short budget (`short_steps`), checked
+  against the validated ones (`results.layout_study.objective_agreement`): `fit_short` =
+  exp(-training loss), `val_acc_short`, `gap_short` (validation minus training loss),
+  `gap_acc_short` (training minus validation accuracy), all at the measurement nearest
+  `short_steps`, and `short_val_acc_at_loss_<level>`: the fixed-level reading on the curve up to
+  that budget (NaN when the run does not reach the level within it).
+
+The fit protocol (`target_loss` per size) trains each run until its training loss reaches the
+size's target; there the matched level is the target itself, `reached_target` says whether the run
+got there within its cap, and `steps_trained` how many steps it took.
 """
 
 from __future__ import annotations
@@ -25,11 +34,16 @@ from evaluators.curves import common_level, value_at_loss
 CELL_COLUMNS = ["cell_id", "layout", "size", "deformed", "per_class", "train_images", "seed",
                 "params", "flops", "steps", "status", "matched_level", "val_acc_at_matched_loss",
                 "gap_at_matched_loss", "final_train_loss", "capacity", "final_val_acc",
-                "heldout_loss", "heldout_acc", "fit_short", "wall_time_s"]
+                "heldout_loss", "heldout_acc", "target_loss", "reached_target", "steps_trained",
+                "fit_short", "val_acc_short", "gap_short", "gap_acc_short", "wall_time_s"]
 
 
 def fixed_level_column(level: float) -> str:
     return f"val_acc_at_loss_{level:g}"
+
+
+def short_level_column(level: float) -> str:
+    return f"short_val_acc_at_loss_{level:g}"
 
 
 def curves_table(cells: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -43,11 +57,17 @@ def curves_table(cells: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def cell_table(cells: Sequence[Mapping[str, Any]], sizes: Sequence[str], num_classes: int,
-               fixed_levels: Sequence[float], short_steps: int) -> pd.DataFrame:
+               fixed_levels: Sequence[float], short_steps: int,
+               targets: Mapping[str, float | None] | None = None) -> pd.DataFrame:
     """One row per cell (see the module docstring), sizes in the study's order; readings NaN for
-    cells that did not complete."""
+    cells that did not complete. `targets`: each size's `target_loss` (the fit protocol), which
+    is then its matched level."""
+    targets = targets or {}
     levels = {}
     for size in sizes:
+        if targets.get(size) is not None:
+            levels[size] = float(targets[size])
+            continue
         lowest = [min(p["train_loss"] for p in c["curve"]) for c in cells
                   if c["size"] == size and c["status"] == "completed" and c.get("curve")]
         levels[size] = common_level(lowest)
@@ -63,18 +83,30 @@ def cell_table(cells: Sequence[Mapping[str, Any]], sizes: Sequence[str], num_cla
                "params": c.get("params"), "flops": c.get("flops"), "steps": c.get("steps"),
                "status": c["status"], "matched_level": level, "wall_time_s": c.get("wall_time_s")}
         heldout = c.get("heldout") or {}
-        row.update(heldout_loss=heldout.get("loss", math.nan), heldout_acc=heldout.get("acc", math.nan))
+        target = targets.get(c["size"])
+        row.update(heldout_loss=heldout.get("loss", math.nan), heldout_acc=heldout.get("acc", math.nan),
+                   target_loss=math.nan if target is None else float(target),
+                   reached_target=(bool(c.get("reached_target")) if target is not None
+                                   and c.get("reached_target") is not None else None),
+                   steps_trained=curve[-1]["step"] if curve else math.nan)
         if done:
+            accs = [p["val_acc"] for p in curve]
             short = min(curve, key=lambda p: abs(p["step"] - short_steps))
+            budget = [p for p in curve if p["step"] <= short["step"]]
             row.update(
-                val_acc_at_matched_loss=value_at_loss(losses, [p["val_acc"] for p in curve], level),
+                val_acc_at_matched_loss=value_at_loss(losses, accs, level),
                 gap_at_matched_loss=value_at_loss(losses, [p["val_loss"] for p in curve], level) - level,
                 final_train_loss=losses[-1], capacity=math.exp(-losses[-1]),
                 final_val_acc=curve[-1]["val_acc"], fit_short=math.exp(-short["train_loss"]),
-                **{fixed_level_column(level): value_at_loss(losses, [p["val_acc"] for p in curve], level)
-                   for level in fixed_levels})
+                val_acc_short=short["val_acc"], gap_short=short["val_loss"] - short["train_loss"],
+                gap_acc_short=short["train_acc"] - short["val_acc"],
+                **{fixed_level_column(v): value_at_loss(losses, accs, v) for v in fixed_levels},
+                **{short_level_column(v): value_at_loss([p["train_loss"] for p in budget],
+                                                        [p["val_acc"] for p in budget], v)
+                   for v in fixed_levels})
         rows.append(row)
-    table = pd.DataFrame(rows, columns=CELL_COLUMNS + [fixed_level_column(v) for v in fixed_levels])
+    table = pd.DataFrame(rows, columns=CELL_COLUMNS + [fixed_level_column(v) for v in fixed_levels]
+                         + [short_level_column(v) for v in fixed_levels])
     order = {size: i for i, size in enumerate(sizes)}
     table["_order"] = table["size"].map(order)
     return (table.sort_values(["_order", "layout", "seed"], kind="stable")

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import html
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import yaml
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
@@ -35,10 +38,39 @@ FIGURE_TITLES = {
 }
 
 
+@dataclass(frozen=True)
+class ProtocolCurves:
+    """Another study's runs, for its Figure 2 beside this one's: its name, cell table (study.csv),
+    curves (curves.csv) and data sizes in order."""
+
+    name: str
+    table: pd.DataFrame
+    curves: pd.DataFrame
+    sizes: Sequence[str]
+
+    @classmethod
+    def read(cls, folder: str | Path) -> "ProtocolCurves":
+        """From a folder holding a study's study.csv and curves.csv (a study directory, or the
+        copy committed with a result); the name from its study.yaml when there is one."""
+        folder = Path(folder)
+        missing = [f for f in ("study.csv", "curves.csv") if not (folder / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder}: no {' or '.join(missing)} (a finished study's "
+                                    "outputs are needed to draw its Figure 2)")
+        table = pd.read_csv(folder / "study.csv")
+        name = folder.name
+        if (folder / "study.yaml").is_file():
+            name = (yaml.safe_load((folder / "study.yaml").read_text()) or {}).get("name", name)
+        return cls(name, table, pd.read_csv(folder / "curves.csv"),
+                   list(dict.fromkeys(table["size"])))
+
+
 def render_study_report(name: str, table: pd.DataFrame, curves: pd.DataFrame,
                         ranks: Mapping[str, Any], sizes: Sequence[str], protocol: str,
-                        wall_time_s: float | None) -> str:
-    figures = {"figure2": _figure2(table, curves, sizes), "capacity": _capacity(table, sizes),
+                        wall_time_s: float | None, beside: ProtocolCurves | None = None) -> str:
+    """The report's HTML; `beside`: another protocol's Figure 2 drawn in a row under this one's."""
+    rows = [ProtocolCurves(name, table, curves, sizes)] + ([beside] if beside else [])
+    figures = {"figure2": _figure2(rows), "capacity": _capacity(table, sizes),
                "agreement": _agreement(ranks, sizes),
                "along_training": _along_training(ranks["capacity"]["along_training"])}
     if ranks.get("distillation"):
@@ -49,7 +81,8 @@ def render_study_report(name: str, table: pd.DataFrame, curves: pd.DataFrame,
         f"<h1>Layout study: {html.escape(name)}</h1>",
         "<p class='note'>CoAtNet section 2.2 reproduced on this machine: five layouts matched in "
         "parameters, trained on several data sizes with several seeds.</p>",
-        _rankings_html(ranks), _architectures_html(table), _cheap_html(ranks),
+        _rankings_html(ranks), _fit_html(ranks), _architectures_html(table), _cheap_html(ranks),
+        _objective_html(ranks),
         _distillation_html(ranks.get("distillation")), _convit_html(ranks.get("convit")),
         f"<details><summary>protocol (study.yaml)</summary><pre>{html.escape(protocol)}</pre>"
         "</details>",
@@ -99,6 +132,46 @@ def _cheap_html(ranks: Mapping[str, Any]) -> str:
             "own.</p><table><tr><th>reading</th><th>stands for</th><th>tau-b vs the study's "
             "reading</th><th>tau-b vs the paper</th><th>runs that never reach it</th></tr>"
             f"{rows}</table>")
+
+
+def _fit_html(ranks: Mapping[str, Any]) -> str:
+    """The fit protocol's extras: where along the curves the ranking settles, and the runs that
+    did not reach their target."""
+    g = ranks["generalization"]
+    if not g.get("along_loss") and not g.get("not_reached"):
+        return ""
+    rows = "".join(f"<tr><td>{fmt(p['level'])}</td><td>{fmt(p['tau_b'])}</td>"
+                   f"<td>{p['missing']}</td></tr>" for p in g.get("along_loss", []))
+    missed = "".join(f"<li>{html.escape(m['cell_id'])}: training loss {fmt(m['final_train_loss'])} "
+                     f"after {m['steps']} steps (target {fmt(m['target_loss'])})</li>"
+                     for m in g.get("not_reached", []))
+    return ("<h2>Generalization along the training-loss levels</h2><p class='note'>Validation "
+            "accuracy read where each run first reaches the level, averaged over seeds and the "
+            "real sizes, ranked against the paper.</p><table><tr><th>training loss</th>"
+            f"<th>tau-b vs the paper</th><th>runs that never reach it</th></tr>{rows}</table>"
+            + (f"<p>Runs that did not reach their target within the cap (kept, with the loss "
+               f"they reached):</p><ul>{missed}</ul>" if missed else ""))
+
+
+def _objective_html(ranks: Mapping[str, Any]) -> str:
+    """Item 3: which readings a trial can take alone rank like the study's validated readings."""
+    rows = ranks.get("objective_agreement")
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td class='text'>{html.escape(r['reading'])}</td>"
+        f"<td class='text'>{html.escape(r['stands_for'])}</td>"
+        f"<td class='text'>{'higher' if r['higher_is_better'] else 'lower'}</td>"
+        f"<td>{fmt(r['tau_b_vs_validated'])}</td><td>{fmt(r['tau_b_vs_paper'])}</td>"
+        f"<td>{r['missing']}</td></tr>" for r in rows)
+    best = ranks.get("best_objectives") or {}
+    return ("<h2>Which readings a search trial can take agree with the study</h2>"
+            "<p class='note'>Each candidate is read within a search trial's own short budget "
+            "(the study's <code>cheap.steps</code>) or at initialisation (proxy_*). Best "
+            f"agreeing: generalization {html.escape(str(best.get('generalization')))}, capacity "
+            f"{html.escape(str(best.get('capacity')))}.</p><table><tr><th>reading</th>"
+            "<th>stands for</th><th>better</th><th>tau-b vs the study's reading</th>"
+            f"<th>tau-b vs the paper</th><th>runs without a value</th></tr>{body}</table>")
 
 
 def _with_interval(reading: Mapping[str, Any], signed: bool = False) -> str:
@@ -223,25 +296,34 @@ def _convit_figure(c: Mapping[str, Any]) -> go.Figure:
     return fig
 
 
-def _figure2(table: pd.DataFrame, curves: pd.DataFrame, sizes: Sequence[str]) -> go.Figure:
-    fig = make_subplots(rows=1, cols=len(sizes), subplot_titles=list(sizes), shared_yaxes=True)
+def _figure2(protocols: Sequence[ProtocolCurves]) -> go.Figure:
+    """One row of panels (one per data size) for each protocol."""
+    columns = max(len(p.sizes) for p in protocols)
+    titles = [f"{p.name}: {p.sizes[i]}" if i < len(p.sizes) else ""
+              for p in protocols for i in range(columns)]
+    fig = make_subplots(rows=len(protocols), cols=columns, subplot_titles=titles,
+                        shared_yaxes=True, vertical_spacing=0.18)
     in_legend: set[str] = set()
-    for col, size in enumerate(sizes, start=1):
-        for (layout, seed), run in curves[curves["size"] == size].groupby(["layout", "seed"]):
-            fig.add_trace(go.Scatter(
-                x=run["train_loss"], y=run["val_acc"], mode="lines+markers",
-                line={"color": COLOURS.get(layout), "width": 1.5}, marker={"size": 4},
-                name=layout, legendgroup=layout, showlegend=layout not in in_legend,
-                meta={"role": "curve", "size": size, "layout": layout, "seed": int(seed)},
-                hovertemplate=f"{layout} seed {seed}<br>train loss %{{x:.3f}}<br>val acc %{{y:.3f}}"),
-                row=1, col=col)
-            in_legend.add(layout)
-        level = table.loc[table["size"] == size, "matched_level"].max()
-        if isinstance(level, float) and math.isfinite(level):
-            fig.add_vline(x=level, line_dash="dash", line_color="#888", row=1, col=col)
-        fig.update_xaxes(title_text="training loss", autorange="reversed", row=1, col=col)
-    fig.update_yaxes(title_text="validation accuracy", row=1, col=1)
-    fig.update_layout(height=460, legend={"orientation": "h", "y": -0.2})
+    for row, p in enumerate(protocols, start=1):
+        for col, size in enumerate(p.sizes, start=1):
+            for (layout, seed), run in p.curves[p.curves["size"] == size].groupby(["layout", "seed"]):
+                fig.add_trace(go.Scatter(
+                    x=run["train_loss"], y=run["val_acc"], mode="lines+markers",
+                    line={"color": COLOURS.get(layout), "width": 1.5}, marker={"size": 4},
+                    name=layout, legendgroup=layout, showlegend=layout not in in_legend,
+                    meta={"role": "curve", "protocol": p.name, "size": size, "layout": layout,
+                          "seed": int(seed)},
+                    hovertemplate=f"{layout} seed {seed}<br>train loss %{{x:.3f}}<br>"
+                                  "val acc %{y:.3f}"),
+                    row=row, col=col)
+                in_legend.add(layout)
+            level = p.table.loc[p.table["size"] == size, "matched_level"].max()
+            if isinstance(level, float) and math.isfinite(level):
+                fig.add_vline(x=level, line_dash="dash", line_color="#888", row=row, col=col)
+            fig.update_xaxes(title_text="training loss", type="log", autorange="reversed",
+                             row=row, col=col)
+        fig.update_yaxes(title_text="validation accuracy", row=row, col=1)
+    fig.update_layout(height=420 * len(protocols) + 40, legend={"orientation": "h", "y": -0.12})
     return fig
 
 
