@@ -133,7 +133,10 @@ def sections(cls: type, path: str = "", instance: Any = None) -> list[Section]:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """`text` as one table cell: pipes escaped outside code spans (inside them the table
+    extension leaves them alone, and an escape would show)."""
+    parts = text.replace("\n", " ").split("`")
+    return "`".join(part if i % 2 else part.replace("|", "\\|") for i, part in enumerate(parts))
 
 
 def render(cls: type, top: str) -> str:
@@ -148,7 +151,8 @@ def render(cls: type, top: str) -> str:
                      "| field | type | default | what it does |\n|---|---|---|---|")
         for row in section.rows:
             default = row.default if row.default in ("required", "section") else f"`{row.default}`"
-            parts.append(f"| `{row.path}` | `{_cell(row.type)}` | {_cell(default)} | {_cell(row.doc)} |")
+            cells = (f"`{row.path}`", f"`{row.type}`", default, row.doc)
+            parts.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         parts.append("")
     return "\n".join(parts)
 
