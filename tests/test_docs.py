@@ -35,8 +35,8 @@ FIGURES = ROOT / "benchmarks" / "results"
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site")
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300,
+    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
     problems = [line for line in result.stderr.splitlines() if line.startswith(("WARNING", "ERROR"))]
@@ -148,8 +148,10 @@ def dump_dom(html: Path, profile: Path) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("page, figure", [("index.html", "search_quality.png"),
-                                          ("results/deit-recipe.html", "layout_study_quick_distillation.png")])
+@pytest.mark.parametrize("page, figure", [
+    ("index.html", "search_quality.png"),
+    ("results/deit-recipe.html", "layout_study_quick_distillation.png"),
+])
 def test_a_page_and_its_figure_render_in_chromium(site, tmp_path, page, figure):
     """Opened from disk: the page's text is laid out, its figure decodes (naturalWidth > 0), and a
     screenshot is not blank."""

@@ -80,7 +80,8 @@ def _yaml(value: Any) -> str:
         value = [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
     if isinstance(value, typing.Mapping):
         value = dict(value)
-    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip().removesuffix("\n...")
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000)
+    return text.strip().removesuffix("\n...")
 
 
 def _default(f: dataclasses.Field, instance: Any) -> tuple[str, Any]:
