@@ -68,7 +68,7 @@ class TrialConfig:
     """The share of each class held out for validation (stratified) when the data have no validation
     split of their own."""
     data_seed: int = 0
-    """The seed of the validation split."""
+    """The seed of the validation split and of the small-data regime's subset."""
     small_per_class: int | None = 20
     """Training images per class in the small-data regime (where generalization is read); give this
     or `small_fraction`."""

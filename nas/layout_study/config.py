@@ -117,7 +117,8 @@ class DistillationComparison:
     layouts: tuple[str, ...] = LAYOUT_STUDY
     """The students: the study's layouts, or the ConViT comparison's `DeiT` / `ConViT` stacks."""
     teacher: str = "C-C-C-C"
-    """The layout whose run (without a teacher, same seed) teaches."""
+    """The layout that teaches: its own run without a teacher (same seed), at `teacher_size`
+    when one is given."""
     teacher_size: SizeConfig | None = None
     """The teacher's own training set and budget (never a validation image); null: the students'
     `size`."""
