@@ -34,12 +34,19 @@ class Deformation:
     Gaussian pixel noise added last (pixels clipped to [0, 1]). Both 0: plain deformations."""
 
     rotation: float = 15.0
+    """Rotation, degrees (uniform in +-)."""
     scale: float = 0.15
+    """Scale factor, uniform in [1 - scale, 1 + scale]."""
     shear: float = 10.0
+    """Shear, degrees (uniform in +-)."""
     shift: float = 0.1
+    """Shift, a fraction of the side (uniform in +-)."""
     clutter: int = 0
+    """Fragments of other deformed training images laid over each image (0: none)."""
     clutter_size: float = 0.4
+    """A fragment's side, a fraction of the image's."""
     noise: float = 0.0
+    """Std of the Gaussian pixel noise added last (pixels on [0, 1]; 0: none)."""
 
     def __post_init__(self) -> None:
         for name in ("rotation", "scale", "shear", "shift", "noise"):

@@ -55,11 +55,21 @@ class DistillConfig:
     """
 
     teacher: str
+    """An exported config with trained weights (`hybrid-nas export`'s YAML), or `preset:NAME` (a
+    named preset built for the trial's data) with `weights`."""
     weights: str | None = None
+    """A state_dict file (.pt): required for a preset; for a config, it replaces the weights the
+    config records."""
     mode: str = "hard"
+    """`hard` (the teacher's argmax as a second label, DeiT's choice) or `soft` (KL divergence at
+    `temperature`)."""
     temperature: float = 1.0
+    """The softmax temperature T of `soft` distillation (its term is scaled by T^2)."""
     alpha: float = 0.5
+    """The weight of the teacher's term; the labels' term weighs 1 - alpha."""
     teacher_pass: str = "batch"
+    """`batch` (the teacher runs on every augmented, mixed batch, as DeiT does) or `once` (its
+    logits of the un-augmented training images, computed once and reused)."""
 
     def __post_init__(self) -> None:
         if not self.teacher:

@@ -37,9 +37,13 @@ class RandAugmentConfig:
     """`train.rand_augment` (DeiT: ops 2, magnitude 9, magnitude_std 0.5, probability 0.5)."""
 
     ops: int = 2
+    """Operations drawn and applied to each image in turn."""
     magnitude: float = 9.0
+    """The mean magnitude, on timm's 0-10 scale."""
     magnitude_std: float = 0.5
+    """The standard deviation of the magnitude, drawn afresh for each operation."""
     probability: float = 0.5
+    """The probability that each drawn operation is applied."""
 
     def __post_init__(self) -> None:
         if self.ops < 1:

@@ -79,30 +79,62 @@ class TrainConfig:
     """
 
     epochs: int = 10
+    """Epochs of training: a trial's full budget, and the scheduler's unit of time."""
     batch_size: int = 64
+    """Training images per optimiser step."""
     lr: float = 2e-3
+    """AdamW's peak learning rate (after the warmup, before the cosine decay)."""
     weight_decay: float = 0.05
+    """AdamW's weight decay, on matrices and kernels only (not on biases, norms and gates)."""
     warmup_epochs: float = 1.0
+    """Epochs of linear warmup; then cosine decay to zero at the end of `epochs`."""
     label_smoothing: float = 0.0
+    """Label smoothing of the training loss (the reported losses are plain cross-entropy)."""
     seed: int = 0
+    """The seed of the initial weights, the batch order and the augmentation: the same seed gives
+    the same numbers on the same machine."""
     threads: int | None = 1
+    """torch CPU threads; null: leave torch's setting. A search sets it to
+    `resources.cpus_per_trial`."""
     device: str = "auto"
+    """`auto` (CUDA when present, else the CPU), `cpu`, `cuda` or `cuda:N`."""
     augment: bool = True
+    """Random crop and horizontal flip of the training batches."""
     matched_loss: float = 0.25
+    """The training loss at which `val_acc_at_matched_loss` and `gap_at_matched_loss` are read."""
     crop_padding: int | None = None
+    """Zero padding of the random crop, in pixels; null: resolution // 8."""
     flip: bool | None = None
+    """Horizontal flip; null: only for data sets that allow it (not digits)."""
     steps_per_epoch: int | None = None
+    """Optimiser steps per epoch; null: one pass over the training set."""
     eval_batch_size: int = 512
+    """Images per batch of the eval-mode measurements."""
     train_eval_images: int | None = None
+    """Measure train_loss / train_acc on a fixed seeded subset of this many training images; null:
+    all of them (worth setting for large data sets, where that pass costs about a third of an
+    epoch)."""
     grad_clip: float | None = None
+    """Clip the global gradient norm to this value before each step; null: no clipping (ViT and
+    CoAtNet train with 1.0)."""
     distill: DistillConfig | None = None
+    """Distil from a trained teacher (`distill.*`); null: no teacher."""
     mixup: float = 0.0
+    """The Beta(alpha, alpha) parameter of Mixup (DeiT: 0.8); 0: off."""
     cutmix: float = 0.0
+    """The Beta(alpha, alpha) parameter of CutMix (DeiT: 1.0); 0: off."""
     mix_switch_prob: float = 0.5
+    """With both Mixup and CutMix on, the probability that a batch gets CutMix."""
     drop_path: float = 0.0
+    """Stochastic depth of the last block, 0 at the first and linear in between (DeiT: 0.1); a
+    property of the built model, not of the architecture (same arch_id, same weights)."""
     random_erasing: float = 0.0
+    """The probability of erasing one random rectangle of an image, to noise (DeiT: 0.25)."""
     rand_augment: RandAugmentConfig | None = None
+    """RandAugment after the crop and flip (`rand_augment.*`); null: off."""
     repeated_augment: int = 1
+    """Repeated augmentation: each batch holds batch_size / N distinct images, each N times,
+    augmented and mixed independently (DeiT: 3); 1: off."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):

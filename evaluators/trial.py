@@ -57,16 +57,34 @@ class TrialConfig:
     """
 
     data: str = "digits"
+    """The data set: `digits` (scikit-learn's bundled handwritten digits), `cifar10` or
+    `imagefolder` (both read from `data_path`)."""
     data_path: str | None = None
+    """The folder of a local data set: CIFAR-10's python batches, or an image folder
+    (`<class>/*.png|jpg|jpeg`, or `train/<class>/...` and `val/<class>/...`)."""
     resolution: int | None = None
+    """The side in pixels images are resized to; null: the architecture's."""
     val_fraction: float = 0.2
+    """The share of each class held out for validation (stratified) when the data have no validation
+    split of their own."""
     data_seed: int = 0
+    """The seed of the validation split and of the small-data regime's subset."""
     small_per_class: int | None = 20
+    """Training images per class in the small-data regime (where generalization is read); give this
+    or `small_fraction`."""
     small_fraction: float | None = None
+    """The share of each class's training images in the small-data regime, instead of
+    `small_per_class`."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """How both regimes train (`trial.train.*`)."""
     cache_dir: str | None = None
+    """Where `cifar10` and `imagefolder` data are decoded once and memory-mapped by every trial;
+    null: `$HYBRID_NAS_CACHE`, else `~/.cache/hybrid-nas/data`."""
     skip_corrupt: bool = False
+    """Leave unreadable images out (printed, and counted in the `skipped_images` metric) instead of
+    failing on the first."""
     decode_workers: int | None = None
+    """Processes that decode a missing cache entry; null: every CPU."""
 
     def __post_init__(self) -> None:
         if (self.small_per_class is None) == (self.small_fraction is None):

@@ -38,8 +38,11 @@ class SamplerConfig:
     startup_trials: random trials before TPE models the space (NSGA-II: population size)."""
 
     name: str = "tpe"
+    """The Optuna sampler: `tpe` (multi-objective TPE), `nsga2` (NSGA-II) or `random`."""
     seed: int = 0
+    """The sampler's seed: the same seed proposes the same architectures from the same results."""
     startup_trials: int = 4
+    """Random trials before TPE models the space (for NSGA-II: its population size)."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,12 @@ class BudgetConfig:
     searcher gives up on the space."""
 
     max_flops: int | None = None
+    """The most fvcore multiply-adds a candidate may cost at the trial's resolution, priced before
+    it trains; null: no limit."""
     max_params: int | None = None
+    """The most parameters a candidate may have; null: no limit."""
     max_attempts: int = 50
+    """Candidates priced per suggestion before the searcher gives up on the space."""
 
     @property
     def enabled(self) -> bool:
@@ -69,10 +76,19 @@ class SchedulerConfig:
     `asha` for one. A search is never culled on a metric it does not optimise."""
 
     name: str | None = None
+    """`moasha` (multi-objective ASHA: at each rung the top 1/reduction_factor by non-dominated
+    sorting on all the objectives go on), `asha` (Ray Tune's ASHA on one objective) or `none` (every
+    trial trains its full budget). null: `moasha` for a search with several objectives, `asha` for
+    one."""
     metric: str | None = None
+    """`asha` only: the objective it culls on (one of the search's objectives); null: the first."""
     mode: str | None = None
+    """`asha` only: `min` or `max`; null: the objective's direction."""
     grace_period: int = 1
+    """Epochs to the first rung: rungs sit at grace_period x reduction_factor^k epochs, below
+    `trial.train.epochs`."""
     reduction_factor: float = 3.0
+    """At each rung the top 1/reduction_factor of the trials recorded there go on (a number > 1)."""
 
 
 @dataclass(frozen=True)
@@ -81,9 +97,13 @@ class ResourcesConfig:
     the local Ray started when no cluster address is given (null: all of this machine's)."""
 
     cpus_per_trial: float = 1.0
+    """CPUs per trial, which are also its torch threads."""
     gpus_per_trial: float = 0.0
+    """GPUs per trial; a fraction (<= 1) shares one GPU between trials; 0: the CPU."""
     max_concurrent_trials: int = 2
+    """Trials that run at once."""
     num_cpus: int | None = None
+    """CPUs of the local Ray started when no cluster address is given; null: all of this machine's."""
 
     @property
     def threads(self) -> int:
@@ -114,6 +134,9 @@ class OptunaConfig:
     environment or files (PGPASSWORD or ~/.pgpass, ~/.my.cnf), never in the run's config."""
 
     storage: str | None = None
+    """Where the Optuna study is kept: null for a journal file in the run directory
+    (`RUN/study.journal`), or a database URL every node and optuna-dashboard reach
+    (`sqlite:////shared/studies.db`, `postgresql://user@host/db`), never holding a password."""
 
 
 @dataclass(frozen=True)
@@ -122,18 +145,35 @@ class SearchConfig:
     to match the data set (classes, channels) and the trial's resolution."""
 
     name: str = "search"
+    """The run's name: new runs go to `<out_dir>/<UTC time>-<name>/` (no `/`)."""
     space: str | Mapping[str, Any] = "digits"
+    """The search space: a built-in name (`digits`, `hybrid`, `coatnet`), a YAML path (relative to
+    the config file) or the space inline; made to match the data set's classes and channels and the
+    trial's resolution."""
     trial: TrialConfig = field(default_factory=TrialConfig)
+    """The data, the two regimes and the training budget of every trial (`trial.*`)."""
     num_trials: int = 8
+    """Trials to train; candidates rejected before training (over the budget, duplicates) do not
+    count."""
     objectives: tuple[Objective, ...] = (Objective("val_acc_at_matched_loss", "max"),
                                          Objective("fit_full", "max"))
+    """What the search optimises: a list of `{name, direction}` (or bare metric names, in their
+    natural direction)."""
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    """How Optuna proposes architectures (`sampler.*`)."""
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    """The FLOP/parameter limits every candidate is priced against before it trains (`budget.*`)."""
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    """Early stopping (`scheduler.*`)."""
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """CPUs, GPUs and concurrency per trial (`resources.*`)."""
     optuna: OptunaConfig = field(default_factory=OptunaConfig)
+    """Where the Optuna study is kept (`optuna.*`)."""
     out_dir: str = "runs"  # the folder or URI (s3://bucket/prefix, gs://...) new runs go under
+    """The folder or URI (`s3://bucket/prefix`, `gs://...`) new runs go under."""
     keep_weights: bool = True
+    """Save each trial's trained weights in the run directory (`weights/<trial_id>.pt`); export
+    needs them."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))

@@ -28,7 +28,11 @@ class Objective:
     """One objective of a search: a metric name and whether smaller or larger is better."""
 
     name: str
+    """The metric: any metric a trial reports (`val_acc`, `fit_full`, `latency_ms`, ...), or `flops`
+    / `params`."""
     direction: str = "min"
+    """`min` or `max`. In a search config it may be left out: each metric's natural direction is
+    used."""
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:

@@ -22,6 +22,7 @@ import pytest
 import torch
 import yaml
 
+from docs_pages import DOCS, runnable_blocks
 from evaluators.data import load_data
 from isolated_python import isolated_site, onnx_alone, pt2_alone, run_isolated
 from nas.cli import main
@@ -188,15 +189,18 @@ def test_artifacts_run_without_hybrid_nas_and_match_build(exported, tmp_path, fm
             assert metadata[key] == config["input"][key]
 
 
-def readme_block(marker: str) -> str:
-    """The README's python block that contains `marker`."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    return next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if marker in b)
+EXPORT_PAGE = DOCS / "user-guide" / "results-and-export.md"
 
 
-def test_the_readme_lines_run_an_exported_model_alone(exported, tmp_path):
-    """The README's five lines per runtime, as written there (only the file name replaced), on
-    raw [0, 1] pixels: they normalise with the metadata and give `build`'s logits."""
+def manual_block(marker: str) -> str:
+    """The manual's runnable python block (results and export) that contains `marker`."""
+    return next(code for _, code in runnable_blocks(EXPORT_PAGE, "python") if marker in code)
+
+
+def test_the_manual_lines_run_an_exported_model_alone(exported, tmp_path):
+    """The manual's five lines per runtime (docs/user-guide/results-and-export.md), as written
+    there (only the file name replaced), on raw [0, 1] pixels: they normalise with the metadata and
+    give `build`'s logits."""
     path, config = exported["configs"]["T"]
     images = input_batch(config)
     pixels = images * torch.tensor(config["input"]["std"]).view(-1, 1, 1) \
@@ -212,7 +216,7 @@ def test_the_readme_lines_run_an_exported_model_alone(exported, tmp_path):
                 "torch.save(logits, sys.argv[2])\n", "pixels.pt"),
     }
     for fmt, (packages, before, after, source) in runs.items():
-        lines = readme_block(f".{fmt}\"")
+        lines = manual_block(f".{fmt}\"")
         assert len(lines.strip().splitlines()) == 5
         script = before + re.sub(rf'"[^"]*\.{fmt}"', repr(str(path.with_suffix(f".{fmt}"))), lines) + after
         site = isolated_site(tmp_path / f"site-{fmt}", packages)

@@ -49,19 +49,22 @@ class SizeConfig:
     `deformed_per_class` deformations of the real training images per class (the large-data
     regime, `evaluators.deformed_data`); `steps` optimiser steps of training at this size.
 
-    `target_loss` (the fit protocol): train each run until its training loss, measured at an
-    evaluation, is at or below this level, then stop; `steps` is then the cap (and the length of
-    the learning-rate schedule). A run that never gets there trains the whole cap and is recorded
-    with the loss it reached. Generalization at this size is read at `target_loss` itself.
-    null: every run trains all its steps (the quick protocol).
-
-    `seeds`: this size's own seeds (e.g. fewer for a long capacity budget); null: the study's."""
+    `target_loss` (the fit protocol): `steps` is then the cap, and the length of the learning-rate
+    schedule; generalization at this size is read at `target_loss` itself."""
 
     per_class: int | None = None
+    """Real training images per class; null (`all` in YAML): every one."""
     deformed_per_class: int | None = None
+    """Instead: random affine deformations of the real training images per class (the large-data
+    regime)."""
     steps: int = 200
+    """Optimiser steps of training at this size (with `target_loss`: the cap)."""
     target_loss: float | None = None
+    """The fit protocol: train each run until its measured training loss is at or below this
+    level, then stop (generalization is read there); a run that never gets there is kept with the
+    loss it reached. null: train every step."""
     seeds: tuple[int, ...] | None = None
+    """This size's own seeds (e.g. fewer for a long capacity budget); null: the study's."""
 
     @property
     def label(self) -> str:
@@ -92,9 +95,13 @@ class ArchitecturesConfig:
     `width_scale`, attention heads of `head_size` channels, S1's stride."""
 
     width_scale: float = 0.125
+    """The factor on CoAtNet-0's widths."""
     head_size: int = 8
+    """Channels per attention head."""
     s1_stride: int = 1
+    """The stride of stage S1 (1 or 2)."""
     layouts: tuple[str, ...] = LAYOUT_STUDY
+    """The layouts trained (of `C-C-C-C`, `C-C-C-T`, `C-C-T-T`, `C-T-T-T`, `ViT_REL`)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,10 @@ class CheapReadingsConfig:
     the fit after `steps` steps. Analysis only: they change no training."""
 
     matched_losses: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5)
+    """Fixed training-loss levels at which validation accuracy is read, as a search trial can read
+    it."""
     steps: int = 100
+    """The step after which the fit is read, as a short search trial reads it."""
 
 
 @dataclass(frozen=True)
@@ -124,17 +134,32 @@ class DistillationComparison:
     `seeds` / `evaluations` null: the study's."""
 
     size: SizeConfig = SizeConfig(5, None, 100)
+    """The students' training set and budget."""
     layouts: tuple[str, ...] = LAYOUT_STUDY
+    """The students: the study's layouts, or the ConViT comparison's `DeiT` / `ConViT` stacks."""
     teacher: str = "C-C-C-C"
+    """The layout that teaches: its own run without a teacher (same seed), at `teacher_size`
+    when one is given."""
     teacher_size: SizeConfig | None = None
+    """The teacher's own training set and budget (never a validation image); null: the students'
+    `size`."""
     seeds: tuple[int, ...] | None = None
+    """The seeds of this comparison; null: the study's."""
     evaluations: int | None = None
+    """Measurements per run; null: the study's."""
     train: Mapping[str, Any] = field(default_factory=lambda: dict(DEIT_RECIPE))
+    """Changes to the study's training for both arms (default: DeiT's regularizers); not the budget,
+    seed or placement."""
     teacher_train: Mapping[str, Any] | None = None
+    """With `teacher_size`: the teacher's own recipe changes instead of `train`; null: `train`."""
     mode: str = "hard"
+    """`hard` or `soft`, as `train.distill.mode`."""
     temperature: float = 1.0
+    """As `train.distill.temperature`."""
     alpha: float = 0.5
+    """As `train.distill.alpha`."""
     teacher_pass: str = "batch"
+    """`batch` or `once`, as `train.distill.teacher_pass`."""
 
     @property
     def teacher_training(self) -> SizeConfig:
@@ -169,14 +194,23 @@ class ConvitComparison:
 
     sizes: tuple[SizeConfig, ...] = (SizeConfig(5, None, 100), SizeConfig(20, None, 150),
                                      SizeConfig(None, None, 200))
+    """The training sets and budgets both stacks train at."""
     width: int = 32
+    """The stacks' width (channels)."""
     depth: int = 6
+    """Blocks per stack."""
     local_blocks: int = 5
+    """Gated positional (`G`) blocks at the start of the ConViT-style stack; the rest are plain `A`."""
     head_size: int = 8
+    """Channels per attention head."""
     patch_size: int = 4
+    """The side of the patches of the patch stem (must divide the resolution)."""
     seeds: tuple[int, ...] | None = None
+    """The seeds of this comparison; null: the study's."""
     evaluations: int | None = None
+    """Measurements per run; null: the study's."""
     train: Mapping[str, Any] = field(default_factory=dict)
+    """Changes to the study's training (recipe only, not the budget, seed or placement)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"sizes": [s.to_dict() for s in self.sizes], "width": self.width,
@@ -192,24 +226,44 @@ class StudyConfig:
     subset, the initial weights and the batch order); every cell is one Ray Tune trial."""
 
     name: str = "layout-study"
+    """The study's name."""
     data: str = "digits"
+    """The data set: `digits`, `cifar10` or `imagefolder` (as `trial.data` of a search)."""
     data_path: str | None = None
+    """The folder of a local data set."""
     resolution: int = 32
+    """The side in pixels images are resized to."""
     val_fraction: float = 0.2
+    """The share of each class held out for validation (stratified)."""
     data_seed: int = 0
+    """The seed of the validation split."""
     architectures: ArchitecturesConfig = field(default_factory=ArchitecturesConfig)
+    """How the five layouts are scaled to the data (`architectures.*`)."""
     sizes: tuple[SizeConfig, ...] = (SizeConfig(5, None, 100), SizeConfig(20, None, 150),
                                      SizeConfig(None, None, 200), SizeConfig(None, 1000, 320))
+    """The training-set sizes, each with its training budget (`sizes[i].*`)."""
     seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds: each draws a cell's subset, initial weights and batch order."""
     evaluations: int = 10
+    """Measurements per run (training and validation loss and accuracy, in eval mode)."""
     heldout_per_class: int = 200
+    """Deformations of validation images per class on which a deformed size's held-out loss is
+    measured."""
     deformation: Deformation = field(default_factory=Deformation)
+    """How a deformed size's images are made (`deformation.*`): affine ranges, clutter, noise."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(**STUDY_TRAIN_DEFAULTS))
+    """How every cell trains (`train.*`, a search's `trial.train`; the study's defaults: batch 32,
+    no augmentation or regularization, as the paper trains it)."""
     cheap: CheapReadingsConfig = field(default_factory=CheapReadingsConfig)
+    """The readings a search trial can take alone, checked against the study's (`cheap.*`)."""
     bootstrap: int = 2000
+    """Bootstrap resamples of the seeds for the 95% intervals."""
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """CPUs, GPUs and concurrency per cell, as a search's `resources`."""
     distillation: DistillationComparison | None = None
+    """Comparison (a), DeiT's claim (`distillation.*`); null: not run."""
     convit: ConvitComparison | None = None
+    """Comparison (b), ConViT's claim (`convit.*`); null: not run."""
 
     def __post_init__(self) -> None:
         for name in ("sizes", "seeds"):
