@@ -349,10 +349,6 @@ def measure_case(case: ThroughputCase, sizes: Sizes) -> dict[str, Any]:
         "warmup_s": warmup, "rounds": sizes.rounds, "steps_per_chunk": case.chunk}
     if cuda:
         result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
-    del trainer, bare, runners
-    gc.collect()
-    if cuda:
-        torch.cuda.empty_cache()
     return result
 
 
@@ -363,7 +359,8 @@ def throughput(record: dict[str, Any], sizes: Sizes, deadline: float, report: Re
     record.update(cases=[], skipped_cases=[], device=sizes.device,
                   how=("interleaved chunks of steps in a shuffled order each round, median chunk "
                        "time; the trainer without augmentation; synthetic uint8 images on the "
-                       "host; CUDA synchronised at the start and end of every chunk"))
+                       "host; every chunk ends with torch.cuda.synchronize(), so each starts "
+                       "on an idle GPU and is timed until the GPU is done"))
     if not sizes.compile:
         record["compile_not_measured"] = (
             "the CPU dry run does not measure torch.compile: TorchInductor took ~70 s to compile "
@@ -380,6 +377,10 @@ def throughput(record: dict[str, Any], sizes: Sizes, deadline: float, report: Re
             failures += 1
             record["cases"].append({"case": case.name, "error": f"{type(exc).__name__}: {exc}",
                                     "traceback": traceback.format_exc(limit=-4)})
+        finally:  # a failed case's models die with its traceback: free their memory now
+            gc.collect()
+            if sizes.device == "cuda":
+                torch.cuda.empty_cache()
         report.save()
     record["aims"] = throughput_aims(record["cases"])
     if failures:
