@@ -646,7 +646,8 @@ def markdown(data: dict[str, Any]) -> str:
                          f"{s.get('wall_min')} "
                          f"min" + (" (stopped at the deadline)" if s.get("stopped_at_deadline") else ""))
             for reading, r in (s.get("rankings") or {}).items():
-                lines.append(f"- {reading}: {' > '.join(r['order'])}, tau-b {r['tau_b']}")
+                tau = f"{r['tau_b']:.2f}" if is_number(r["tau_b"]) else str(r["tau_b"])
+                lines.append(f"- {reading}: {' > '.join(r['order'])}, tau-b {tau}")
         lines.append("")
     return "\n".join(lines)
 

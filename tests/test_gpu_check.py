@@ -115,6 +115,34 @@ def test_unknown_section_is_refused(tmp_path):
     assert done.returncode == 2 and "unknown section 'serach'" in done.stderr
 
 
+def test_the_bare_loop_trains_the_trainers_model_on_the_trainers_batches():
+    """Same initial weights, and the same normalised channels-last batch from the same uint8
+    pixels (what the throughput comparison relies on); fp32 NCHW when asked."""
+    import numpy as np
+    import torch
+
+    from bench_trainer import BareLoop
+    from evaluators.batches import BatchLoader
+    from evaluators.trainer import TrainConfig, Trainer
+    from gpu_check import default_space_network, synthetic_data
+
+    arch = default_space_network()
+    data = synthetic_data(16, arch.resolution, arch.in_channels, arch.num_classes)
+    trainer = Trainer(arch, data, TrainConfig(batch_size=4, device="cpu", augment=False))
+    pixels = torch.from_numpy(np.asarray(data.train.pixels[:16]))
+    bare = BareLoop(arch, pixels, data.train_y, 4, 1e-3, mean=data.mean, std=data.std)
+    for (name, a), b in zip(trainer.model.state_dict().items(), bare.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    idx = torch.tensor([3, 0, 7, 12])
+    x, y = bare.batch(idx)
+    want_x, want_y = BatchLoader(data.mean, data.std).load(data.train, idx)
+    torch.testing.assert_close(x, want_x, rtol=1e-6, atol=1e-6)
+    assert torch.equal(y, want_y) and x.is_contiguous(memory_format=torch.channels_last)
+    nchw = BareLoop(arch, pixels, data.train_y, 4, 1e-3, memory_format=torch.contiguous_format,
+                    mean=data.mean, std=data.std)
+    assert nchw.batch(idx)[0].is_contiguous() and nchw.train_steps(1) > 0
+
+
 FAKE_NVIDIA_SMI = """#!/bin/sh
 # stands in for nvidia-smi --query-gpu=utilization.gpu,memory.used ... -l 1
 echo "$@" > "$(dirname "$0")/args"
