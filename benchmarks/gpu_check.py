@@ -170,9 +170,10 @@ class Budget:
         return self.end - time.time()
 
     def deadline(self, share: float | None, later_sections: int) -> float:
-        """Now + `share` of the whole budget (None: all that is left), never past the point
-        that leaves MIN_SECTION_S for each later section."""
-        until = self.end - later_sections * MIN_SECTION_S
+        """Now + `share` of the whole budget, never past the point that leaves MIN_SECTION_S
+        for each later section; None: all that is left but MIN_SECTION_S, in which a section
+        stopped at its deadline ends."""
+        until = self.end - max(later_sections, 1 if share is None else 0) * MIN_SECTION_S
         return until if share is None else min(time.time() + share * self.total_s, until)
 
 
