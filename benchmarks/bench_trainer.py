@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -44,20 +45,54 @@ def bench_arch(resolution: int) -> Architecture:
 
 class BareLoop:
     """The plainest loop that trains the same thing: shuffle, slice, forward, backward, step
-    (in `memory_format`, channels_last like the trainer unless asked otherwise)."""
+    (in `memory_format`, channels_last like the trainer unless asked otherwise).
+
+    `train_x`: (N, C, H, W) float images, normalised; or (N, H, W, C) uint8 pixels as a data set
+    keeps them, normalised per batch with `mean`/`std` on `device` (on CUDA each batch is pinned
+    and copied with non_blocking=True, as a plain loop with pin_memory does). `bf16`: the forward
+    pass under bf16 autocast (on CUDA only, as the trainer). `compile`: through torch.compile.
+    The optimiser is the trainer's: AdamW, fused on CUDA."""
 
     def __init__(self, arch: Architecture, train_x: torch.Tensor, train_y: torch.Tensor,
-                 batch_size: int, lr: float, memory_format=torch.channels_last):
+                 batch_size: int, lr: float, memory_format=torch.channels_last,
+                 device: str | torch.device = "cpu", bf16: bool = False, compile: bool = False,
+                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None):
         torch.manual_seed(0)
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         self.memory_format = memory_format
-        train_x = channels_last(train_x) if memory_format == torch.channels_last else train_x
-        self.model = build_model(arch).train().to(memory_format=memory_format)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.05)
+        self.pixels = train_x.dtype == torch.uint8
+        if self.pixels:
+            if mean is None or std is None:
+                raise ValueError("uint8 pixels need the mean and std to normalise them with")
+            self.mean = torch.tensor(mean, device=self.device)
+            self.std = torch.tensor(std, device=self.device)
+        elif memory_format == torch.channels_last:
+            train_x = channels_last(train_x)
+        self.model = build_model(arch).train().to(self.device, memory_format=memory_format)
+        self.forward = torch.compile(self.model) if compile else self.model
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.05,
+                                           fused=self.cuda or None)
+        self.autocast = bf16 and self.cuda
         self.x, self.y, self.batch_size = train_x, train_y, batch_size
         self.generator = torch.Generator().manual_seed(0)
         self.order, self.cursor = torch.empty(0, dtype=torch.long), 0
 
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.x[idx], self.y[idx]
+        if self.cuda:
+            x, y = x.pin_memory(), y.pin_memory()
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.pixels:  # (B, H, W, C) uint8 -> (B, C, H, W) normalised, channels-last strides
+            x = ((x.float() / 255.0 - self.mean) / self.std).permute(0, 3, 1, 2)
+        if self.memory_format == torch.channels_last:
+            return channels_last(x), y
+        return x.contiguous(), y
+
     def train_steps(self, steps: int) -> float:
+        """Take `steps` steps; returns the seconds they took (on CUDA, until the GPU is done)."""
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
         started = time.perf_counter()
         for _ in range(steps):
             if self.cursor + self.batch_size > len(self.order):
@@ -65,13 +100,30 @@ class BareLoop:
                 self.cursor = 0
             idx = self.order[self.cursor:self.cursor + self.batch_size]
             self.cursor += self.batch_size
-            x = self.x[idx]
-            x = channels_last(x) if self.memory_format == torch.channels_last else x
-            loss = F.cross_entropy(self.model(x), self.y[idx])
+            x, y = self.batch(idx)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits = self.forward(x)
+            loss = F.cross_entropy(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
         return time.perf_counter() - started
+
+
+def interleaved_medians(runners: dict[str, Callable[[], float]], rounds: int,
+                        seed: int = 0) -> dict[str, float]:
+    """Each runner times one chunk of steps per round, in a shuffled order each round (a shared,
+    noisy machine slows them alike); the median chunk time of each. Warm up before."""
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    order = random.Random(seed)
+    for _ in range(rounds):
+        names = list(runners)
+        order.shuffle(names)
+        for name in names:
+            times[name].append(runners[name]())
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -117,14 +169,7 @@ def main() -> None:
         runners[name] = (lambda t: lambda: t.train_steps(args.chunk)[1])(trainer_with)
     for run in runners.values():
         run()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    order = random.Random(0)
-    for _ in range(args.rounds):
-        names = list(runners)
-        order.shuffle(names)
-        for name in names:
-            times[name].append(runners[name]())
-    medians = {name: statistics.median(t) for name, t in times.items()}
+    medians = interleaved_medians(runners, args.rounds)
     images = args.chunk * trainer.batch_size
     print(f"arch {arch.layout} at {args.resolution}px, batch {trainer.batch_size}, {args.threads} "
           f"thread(s), {args.rounds} shuffled rounds of {args.chunk} steps each")

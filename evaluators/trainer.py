@@ -76,6 +76,14 @@ class TrainConfig:
     rand_augment: RandAugment after the crop and flip (`evaluators.rand_augment`); null: off.
     repeated_augment: each batch holds batch_size / N distinct images, each N times (augmented
       and mixed independently): DeiT's repeated augmentation (Hoffer et al. 2020); 1: off.
+
+    How the steps run (same arithmetic up to rounding; `benchmarks/gpu_check.py` measures each):
+    bf16_autocast: forward passes under bf16 autocast on a CUDA device that supports bf16 (the
+      loss and the optimiser stay fp32); false: fp32 there too. The CPU always runs fp32.
+    channels_last: model and batches in channels-last memory (faster convolutions on GPU and on
+      CPU); false: contiguous NCHW.
+    compile: train through `torch.compile(model)` (TorchInductor; the first steps compile, and a
+      C++ compiler must be installed on the CPU). Evaluation runs the eager model, same weights.
     """
 
     epochs: int = 10
@@ -135,6 +143,13 @@ class TrainConfig:
     repeated_augment: int = 1
     """Repeated augmentation: each batch holds batch_size / N distinct images, each N times,
     augmented and mixed independently (DeiT: 3); 1: off."""
+    bf16_autocast: bool = True
+    """On a CUDA device that supports bf16, forward passes under bf16 autocast."""
+    channels_last: bool = True
+    """Model and batches in channels-last memory (faster convolutions on GPU and on CPU)."""
+    compile: bool = False
+    """Train through `torch.compile(model)` (TorchInductor: the first steps compile; on the CPU a C++
+    compiler must be installed). Evaluation runs the eager model, with the same weights."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -229,8 +244,13 @@ class Trainer:
                                                     "built: give the trainer an Architecture")
             self.architecture, model = getattr(arch, "arch", None), arch
         # channels_last: faster convolutions on GPU and, measured here, ~25% on CPU too
-        self.model = model.to(self.device, memory_format=torch.channels_last).train()
-        self.autocast_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format).train()
+        bf16 = config.bf16_autocast and cuda and torch.cuda.is_bf16_supported()
+        self.autocast_dtype = torch.bfloat16 if bf16 else None
+        # The training forward pass; evaluation keeps the eager model (other batch sizes, eval
+        # mode and inference mode would each compile again). Both hold the same parameters.
+        self.train_forward: nn.Module = torch.compile(self.model) if config.compile else self.model
         # Images stay where the data set keeps them (memory-mapped uint8); each batch is gathered,
         # moved and normalised on the device as it is needed.
         self.loader = BatchLoader(data.mean, data.std, self.device)
@@ -373,10 +393,10 @@ class Trainer:
                 mixed = self.mixer(x)
                 x, lam = mixed.images, mixed.lam
                 targets = mix_targets(y, lam, self.num_classes)
-            x = channels_last(x)
+            x = self._in_layout(x)
             with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                                 enabled=self.autocast_dtype is not None):
-                logits = model(x)
+                logits = self.train_forward(x)
             if self.distillation_loss is not None:
                 from_teacher = self._from_teacher(x, idx, lam)
                 loss = self.distillation_loss(logits, targets, from_teacher)
@@ -397,6 +417,10 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         self._relabelled_share = float(relabelled) / (steps * self.batch_size)
         return float(loss_sum) / steps, time.perf_counter() - started
+
+    def _in_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the model's memory format."""
+        return channels_last(x) if self.config.channels_last else x.contiguous()
 
     def _from_teacher(self, x: torch.Tensor, idx: torch.Tensor, lam: float | None) -> torch.Tensor:
         """The teacher's targets for a batch: from its forward pass on the batch itself
@@ -432,6 +456,7 @@ class Trainer:
         for start in range(0, len(images), self.config.eval_batch_size):
             positions = torch.arange(start, min(start + self.config.eval_batch_size, len(images)))
             xb, yb = self.loader.load(images, positions)
+            xb = self._in_layout(xb)
             with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                                 enabled=self.autocast_dtype is not None):
                 logits = self.model(xb).float()

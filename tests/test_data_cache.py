@@ -231,7 +231,7 @@ def test_batches_are_normalised_channels_last_and_follow_the_positions():
     assert torch.allclose(BatchLoader(mean, std).load(floats, [1, 9])[0], x)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_batches_equal_cpu_batches():
     pixels = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3), dtype=np.uint8)
     split = ImageSplit(pixels, np.arange(64), torch.arange(64))

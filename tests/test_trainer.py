@@ -172,3 +172,40 @@ def test_configs_from_dicts_name_bad_fields():
         TrainConfig(batch_size=0)
     with pytest.raises(FieldError, match="exactly one"):
         TrialConfig(small_per_class=5, small_fraction=0.5)
+
+
+def test_nchw_layout_and_the_bf16_switch_train_as_the_default_does_on_the_cpu(digits):
+    """channels_last: false trains contiguous NCHW (same numbers up to summation order);
+    bf16_autocast changes nothing on the CPU, which always runs fp32."""
+    arch = arch_of("C-T", widths=(8, 16), stem=8)
+    config = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=32, augment=False)
+    default, nchw = Trainer(arch, digits, config), Trainer(arch, digits, config.replace(
+        channels_last=False, bf16_autocast=False))
+    assert default.autocast_dtype is None and nchw.autocast_dtype is None
+    kernels = [p for p in nchw.model.parameters() if p.dim() == 4]
+    assert kernels and all(p.is_contiguous() for p in kernels)
+    assert all(p.is_contiguous(memory_format=torch.channels_last)
+               for p in default.model.parameters() if p.dim() == 4)
+    assert math.isclose(default.train_steps(3)[0], nchw.train_steps(3)[0], rel_tol=1e-4)
+    assert math.isclose(default.evaluate(default.val_set)[0], nchw.evaluate(nchw.val_set)[0],
+                        rel_tol=1e-4)
+    with pytest.raises(FieldError, match=r"train\.compile: expected bool"):
+        TrainConfig.from_dict({"compile": "yes"})
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_eager_training(digits):
+    """`compile: true` trains through TorchInductor (about 70 s to compile on 2 busy cores) and
+    takes the eager steps; evaluation runs the eager model, which holds the same weights."""
+    arch = arch_of("C-T", widths=(8, 16), stem=8)
+    config = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=32, augment=False)
+    eager, compiled = Trainer(arch, digits, config), Trainer(arch, digits, config.replace(compile=True))
+    assert compiled.train_forward is not compiled.model
+    assert math.isclose(eager.train_steps(3)[0], compiled.train_steps(3)[0], rel_tol=1e-4)
+    # Inductor sums in another order; AdamW turns tiny gradient differences of near-zero
+    # gradients into steps of up to lr: compare the whole state, not each scalar.
+    flat = [torch.cat([t.float().flatten() for t in trainer.model.state_dict().values()])
+            for trainer in (eager, compiled)]
+    assert float((flat[0] - flat[1]).norm() / flat[0].norm()) < 1e-3
+    assert math.isclose(eager.evaluate(eager.val_set)[0], compiled.evaluate(compiled.val_set)[0],
+                        rel_tol=1e-4)
