@@ -54,10 +54,11 @@ from search_spaces.model import build_model
 MiB = 2 ** 20
 GiB = 2 ** 30
 # The trial process before it builds a model: Python, torch, numpy, Ray's core worker, the data
-# set's labels and indices. Measured: 372 MiB resident for a Python with ray, torch, fvcore,
-# optuna and nas.trainable imported (2026-12-03, this repo's venv); a Ray worker adds its threads.
+# set's labels and indices. Measured (2026-12-03, this repo's venv): 372 MiB resident for a
+# Python with ray, torch, fvcore, optuna and nas.trainable imported; 680-730 MiB peak resident
+# for a whole 16 px digits trial in a Ray worker, priced ~70 MiB above the runtime.
 # A CUDA trial's device memory starts with the CUDA context (~300-500 MiB on recent GPUs).
-RUNTIME_BYTES = {"cpu": 512 * MiB, "cuda": 512 * MiB}
+RUNTIME_BYTES = {"cpu": 640 * MiB, "cuda": 512 * MiB}
 EVAL_FLOOR_BYTES = 256 * MiB  # an evaluation chunk may always use this much (512 images at 32 px)
 DEVICE_KINDS = ("cpu", "cuda")
 
@@ -90,6 +91,23 @@ class MemoryPrice:
                 f"{format_bytes(self.train_step_bytes)} at batch {self.batch_size}, evaluation "
                 f"chunk {format_bytes(self.eval_chunk_bytes)} of {self.eval_chunk}, models "
                 f"{format_bytes(self.state_bytes)}, runtime {format_bytes(self.runtime_bytes)})")
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """How a trial trains, as far as its memory goes: the training batch, the configured
+    evaluation chunk (`train.eval_batch_size`, an upper limit) and the device kind."""
+
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICE_KINDS:
+            raise ValueError(f"device: expected one of {DEVICE_KINDS}, got {self.device!r}")
+
+    def price(self, arch: Architecture) -> MemoryPrice:
+        return price_memory(arch, self.batch_size, self.eval_batch_size, self.device)
 
 
 @lru_cache(maxsize=None)
