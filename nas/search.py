@@ -195,7 +195,8 @@ def _run_session(store: RunDirectory, config: SearchConfig, space: SearchSpace, 
         # A new seed per session: a resumed sampler must not replay the first session's draws.
         study.sampler = make_sampler(s.name, s.seed + len(study.trials), s.startup_trials)
         store.write_config(config.to_dict())  # what this session runs (--trials may raise it)
-        plan = plan_resume(store, study, [o.name for o in config.objectives], config.epochs)
+        plan = plan_resume(store, study, [o.name for o in config.objectives], config.epochs,
+                           memory_knobs(config))
         home.sync()
         for note in plan.notes:
             print(f"resume: {note}", flush=True)

@@ -78,6 +78,10 @@ def starved_at(position: int):
     return trainable
 
 
+def read_record(run_dir: Path, trial_id: str) -> dict:
+    return json.loads((Path(run_dir) / "trials" / f"{trial_id}.json").read_text())
+
+
 @pytest.mark.slow
 def test_a_trial_out_of_memory_is_recorded_so_and_the_others_finish(tmp_path, capsys):
     from nas.search import search
@@ -111,6 +115,22 @@ def test_a_trial_out_of_memory_is_recorded_so_and_the_others_finish(tmp_path, ca
     # read back from disk as written
     on_disk = json.loads((summary.run_dir / "trials" / f"{record['trial_id']}.json").read_text())
     assert on_disk["failure_reason"] == OUT_OF_MEMORY
+
+    # --resume with the same settings: it stays failed, with a warning naming what to lower
+    same = SearchConfig.from_dict(tiny_config(tmp_path))
+    search(same, run_dir=summary.run_dir, resume=True)
+    out = capsys.readouterr().out
+    assert f"warning: trial {record['trial_id']} ran out of memory" in out
+    assert "train.batch_size" in out
+    assert read_record(summary.run_dir, record["trial_id"])["status"] == "failed"
+    # fewer trials at a time: a setting that lowers memory changed, so it trains again
+    fewer = SearchConfig.from_dict(tiny_config(tmp_path, resources={
+        "cpus_per_trial": 1, "max_concurrent_trials": 1, "num_cpus": 2}))
+    search(fewer, run_dir=summary.run_dir, resume=True)
+    out = capsys.readouterr().out
+    assert "resources.max_concurrent_trials 2 -> 1 since: trained again" in out
+    again = read_record(summary.run_dir, record["trial_id"])
+    assert again["status"] == "completed" and again["failure_reason"] is None
 
 
 def test_a_memory_budget_rejects_what_cannot_fit(tmp_path):
