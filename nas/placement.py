@@ -50,7 +50,7 @@ def host_memory() -> tuple[int, str]:
         except OSError:
             continue
         if text.isdigit() and int(text) < limit and int(text) < UNLIMITED:
-            limit, where = int(text), f"cgroup limit ({path})"
+            limit, where = int(text), "memory cgroup limit"
     return limit, where
 
 
