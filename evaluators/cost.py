@@ -154,7 +154,8 @@ class Budget:
             if value <= 0:
                 raise BudgetError(name, f"must be positive, got {value!r}")
             object.__setattr__(self, name, int(value))
-        if self.max_flops is None and self.max_params is None and self.max_memory is None:
+        if self.max_flops is None and self.max_params is None and self.max_memory is None \
+                and self.memory is None:  # memory settings alone: memory priced, not limited
             raise BudgetError("max_flops", "a budget needs max_flops, max_params and/or max_memory")
         if self.max_memory is not None and self.memory is None:
             raise BudgetError("max_memory", "a memory budget needs the trials' memory settings "

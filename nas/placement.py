@@ -93,7 +93,7 @@ class MemoryPlan:
 
     trial_memory: int
     source: str
-    max_memory: int
+    max_memory: int | None  # None: nothing to size a default from (GPU trials, no GPU here)
     fit: int
     device: str
     default: bool  # max_memory came from the machine, not the config
@@ -102,6 +102,9 @@ class MemoryPlan:
         """The lines printed at the start of a search."""
         kind = "device memory per GPU share" if self.device == "cuda" else "memory"
         how = "default: shared among the trials at once" if self.default else "budget.max_memory"
+        if self.max_memory is None:
+            return ["memory: no GPU on this machine to size a default budget from: trials are "
+                    "priced, not limited (set budget.max_memory)"]
         lines = [f"memory: {format_bytes(self.trial_memory)} {kind} for trials ({self.source}); "
                  f"at most {format_bytes(self.max_memory)} per trial ({how})"]
         if self.fit < wanted:
@@ -115,6 +118,10 @@ def plan_memory(config: SearchConfig, space: SearchSpace, settings: MemorySettin
     """The memory for trials on this machine and the per-trial budget; raises SearchConfigError
     (`budget.max_memory`) when not even the space's cheapest candidate fits."""
     wanted = config.resources.max_concurrent_trials
+    given = config.budget.max_memory
+    if settings.device == "cuda" and gpu_memory() == 0:  # e.g. a driver on a CPU-only head node
+        return MemoryPlan(0, "no GPU on this machine", None if given is None else int(given),
+                          wanted, settings.device, default=given is None)
     if settings.device == "cuda":
         share = config.resources.gpus_per_trial
         total = int(gpu_memory() * min(1.0, share) / share) if share < 1 else gpu_memory()
@@ -128,7 +135,6 @@ def plan_memory(config: SearchConfig, space: SearchSpace, settings: MemorySettin
         source = f"{source} {format_bytes(host)} less {format_bytes(DRIVER_RESERVE_BYTES)} " \
                  "for the driver and Ray"
     cheapest = min(settings.price(arch).peak_bytes for arch in space.smallest())
-    given = config.budget.max_memory
     if given is not None:
         if cheapest > given:
             raise SearchConfigError("budget.max_memory", f"{format_bytes(given)} per trial, but "
