@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluators.memory import GiB, MiB, MemorySettings, price_memory
+from evaluators.memory import RUNTIME_BYTES, GiB, MiB, MemorySettings, price_memory
 from nas.config import SearchConfig
 from nas.placement import (DRIVER_RESERVE_BYTES, host_memory, memory_settings, plan_memory,
                            trial_resources)
@@ -214,3 +214,20 @@ def test_settings_of_a_search_price_its_memory(tmp_path):
     arch = resolve_space(config).smallest()[0]
     assert settings.price(arch) is price_memory(arch, 32, 512, "cpu")
     assert settings.price(arch).peak_bytes < 1 * GiB + 600 * MiB
+
+
+def test_gpu_trials_without_a_gpu_here_are_priced_not_limited(tmp_path, monkeypatch):
+    import nas.placement
+    from nas.search import make_budget
+
+    monkeypatch.setattr(nas.placement, "gpu_memory", lambda: 0)
+    config = SearchConfig.from_dict(tiny_config(tmp_path, resources={
+        "cpus_per_trial": 1, "gpus_per_trial": 1, "max_concurrent_trials": 2}))
+    settings = memory_settings(config)
+    assert settings.device == "cuda"
+    plan = plan_memory(config, resolve_space(config), settings)
+    assert plan.max_memory is None and "no GPU on this machine" in plan.describe(2)[0]
+    budget = make_budget(config, resolve_space(config), plan)
+    check = budget.check(resolve_space(config).smallest()[0])
+    assert check.fits and check.memory.device == "cuda"
+    assert check.memory.runtime_bytes == RUNTIME_BYTES["cuda"]
