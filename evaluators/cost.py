@@ -1,4 +1,5 @@
-"""What a network costs: parameters and FLOPs (fvcore multiply-adds), and budgets on them.
+"""What a network costs: parameters and FLOPs (fvcore multiply-adds), and budgets on them (and
+on a trial's memory, priced by `evaluators.memory`).
 
 FLOPs are counted by fvcore's FlopCountAnalysis on one input of batch 1, in eval mode with grad
 enabled. fvcore has no handler for `aten::scaled_dot_product_attention` and would count it as
@@ -22,6 +23,7 @@ with warnings.catch_warnings():  # fvcore.nn scripts its focal loss at import: a
     warnings.simplefilter("ignore", DeprecationWarning)
     from fvcore.nn import FlopCountAnalysis
 
+from evaluators.memory import MemoryPrice, MemorySettings, format_bytes
 from search_spaces.architecture import Architecture
 from search_spaces.fields import FieldError
 from search_spaces.model import build_model
@@ -115,12 +117,14 @@ class BudgetError(FieldError):
 
 @dataclass(frozen=True)
 class BudgetCheck:
-    """Whether an architecture fits a budget, why not, and what it costs (at `resolution`)."""
+    """Whether an architecture fits a budget, why not, and what it costs (at `resolution`);
+    `memory`: its trial's memory when the budget prices memory."""
 
     fits: bool
     reasons: tuple[str, ...]
     cost: Cost
     resolution: int = 0
+    memory: MemoryPrice | None = None
 
     def __bool__(self) -> bool:
         return self.fits
@@ -128,15 +132,19 @@ class BudgetCheck:
 
 @dataclass(frozen=True)
 class Budget:
-    """Upper limits on FLOPs and/or parameters, priced at `resolution` (the architecture's own
-    resolution when None). At least one limit is required; limits must be positive."""
+    """Upper limits on FLOPs, parameters and/or a trial's peak memory in bytes, priced at
+    `resolution` (the architecture's own resolution when None). At least one limit is required;
+    limits must be positive. `memory`: how trials train (batch sizes, device kind): with it every
+    check prices the trial's memory (and `max_memory` needs it)."""
 
     max_flops: int | None = None
     max_params: int | None = None
     resolution: int | None = None
+    max_memory: int | None = None
+    memory: MemorySettings | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_flops", "max_params", "resolution"):
+        for name in ("max_flops", "max_params", "resolution", "max_memory"):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -146,8 +154,12 @@ class Budget:
             if value <= 0:
                 raise BudgetError(name, f"must be positive, got {value!r}")
             object.__setattr__(self, name, int(value))
-        if self.max_flops is None and self.max_params is None:
-            raise BudgetError("max_flops", "a budget needs max_flops and/or max_params")
+        if self.max_flops is None and self.max_params is None and self.max_memory is None \
+                and self.memory is None:  # memory settings alone: memory priced, not limited
+            raise BudgetError("max_flops", "a budget needs max_flops, max_params and/or max_memory")
+        if self.max_memory is not None and self.memory is None:
+            raise BudgetError("max_memory", "a memory budget needs the trials' memory settings "
+                                            "(batch sizes, device kind) to price against")
 
     def price(self, arch: Architecture) -> Architecture:
         """The architecture as priced: at the budget's resolution if it states one."""
@@ -164,5 +176,12 @@ class Budget:
                            f" at {priced.resolution}x{priced.resolution}")
         if self.max_params is not None and cost.params > self.max_params:
             reasons.append(f"params {human(cost.params)} > budget {human(self.max_params)}")
+        memory = self.memory.price(priced) if self.memory is not None else None
+        if self.max_memory is not None and memory.peak_bytes > self.max_memory:
+            reasons.append(f"memory {format_bytes(memory.peak_bytes)} > budget "
+                           f"{format_bytes(self.max_memory)} (training step "
+                           f"{format_bytes(memory.train_step_bytes)} at batch {memory.batch_size}, "
+                           f"{priced.resolution}x{priced.resolution}): lower train.batch_size or "
+                           "trial.resolution, or raise budget.max_memory")
         return BudgetCheck(fits=not reasons, reasons=tuple(reasons), cost=cost,
-                           resolution=priced.resolution)
+                           resolution=priced.resolution, memory=memory)

@@ -34,6 +34,7 @@ from evaluators.augment import Augment
 from evaluators.batches import BatchLoader, ImageSplit
 from evaluators.curves import value_at_loss
 from evaluators.data import ImageData
+from evaluators.memory import release_freed_memory
 from evaluators.distillation import (DistillationLoss, DistillConfig, Teacher, agreement,
                                      dominant_labels, load_teacher, student_architecture,
                                      teacher_classes, teacher_targets)
@@ -331,12 +332,16 @@ class Trainer:
             raise RuntimeError(f"trainer is {self.status}")
         config = self.config
         fit_loss, train_time = self.train_steps(self.steps_per_epoch)
+        if self.device.type == "cpu":  # evaluation must not stack on the steps' freed heap
+            release_freed_memory()
         lr = self.lr_at(self.step - 1)
         self.epoch += 1
         if not math.isfinite(fit_loss):
             return self._diverge(f"training loss became non-finite ({fit_loss}) in epoch {self.epoch}")
         train_loss, train_acc = self.evaluate(self.measured_set)
         val_loss, val_acc, val_predictions = self._measure(self.val_set, self.teacher is not None)
+        if self.device.type == "cpu":  # nor the next regime's steps on evaluation's
+            release_freed_memory()
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             return self._diverge(f"evaluation loss became non-finite after epoch {self.epoch}")
         losses = [h["train_loss"] for h in self.history] + [train_loss]

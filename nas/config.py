@@ -48,16 +48,32 @@ class SamplerConfig:
 @dataclass(frozen=True)
 class BudgetConfig:
     """Upper limits priced before training (fvcore multiply-adds, parameters) at the trial's
-    resolution; null = no limit. `max_attempts`: candidates priced per suggestion before the
-    searcher gives up on the space."""
+    resolution; null = no limit. `max_memory`: one trial's peak memory (`evaluators.memory`:
+    host memory for CPU trials, device memory for GPU trials), in bytes or as "4GiB", "512MiB",
+    "8G"; null: this machine's memory shared among the trials that run at once
+    (`nas.placement`). `max_attempts`: candidates priced per suggestion before the searcher
+    gives up on the space."""
 
     max_flops: int | None = None
     """The most fvcore multiply-adds a candidate may cost at the trial's resolution, priced before
     it trains; null: no limit."""
     max_params: int | None = None
     """The most parameters a candidate may have; null: no limit."""
+    max_memory: int | str | None = None
+    """The most memory one trial may need at its peak, priced before it trains (host memory for CPU
+    trials, device memory for GPU trials), in bytes or as "4GiB", "512MiB", "8G"; null: this
+    machine's memory shared among the trials that run at once, printed at start."""
     max_attempts: int = 50
     """Candidates priced per suggestion before the searcher gives up on the space."""
+
+    def __post_init__(self) -> None:
+        if self.max_memory is not None:
+            from evaluators.memory import parse_bytes
+
+            try:
+                object.__setattr__(self, "max_memory", parse_bytes(self.max_memory))
+            except FieldError as exc:
+                raise SearchConfigError("budget.max_memory", exc.message) from None
 
     @property
     def enabled(self) -> bool:

@@ -25,8 +25,9 @@ def quiet_ray() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def start_ray(resources: ResourcesConfig, address: str | None) -> bool:
-    """Join `address` or start a local Ray; True if this call started it (and should stop it)."""
+def start_ray(resources: ResourcesConfig, address: str | None, memory: int | None = None) -> bool:
+    """Join `address` or start a local Ray; True if this call started it (and should stop it).
+    memory: bytes of Ray's `memory` resource a local Ray offers trials (None: Ray's default)."""
     import ray
 
     if ray.is_initialized():
@@ -36,7 +37,7 @@ def start_ray(resources: ResourcesConfig, address: str | None) -> bool:
     else:
         for name, value in LOOPBACK_ONLY.items():
             os.environ.setdefault(name, value)
-        ray.init(num_cpus=resources.num_cpus, include_dashboard=False,
+        ray.init(num_cpus=resources.num_cpus, _memory=memory, include_dashboard=False,
                  _node_ip_address=LOCAL_NODE_IP, logging_level=logging.WARNING,
                  log_to_driver=False)
     return True

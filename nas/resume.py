@@ -8,7 +8,12 @@ an absolute path), so a run can be resumed where it now lies: copied, moved, or 
   from the start under the same record id: nothing finished is lost, nothing is trained twice;
 - except one whose record holds the rung decision that stopped it (the driver died between the
   decision and the end of the trial): the decision stands, the trial is `pruned`;
-- a candidate rejected before training whose record was never written gets it now.
+- a candidate rejected before training whose record was never written gets it now;
+- a trial that ran out of memory (`failure_reason: out_of_memory`) is trained again, under its
+  record id, only when a setting that lowers memory changed since (with `--resume` only
+  `resources.max_concurrent_trials` can: fewer at a time); otherwise it stays failed and a note
+  says which settings would lower it. A trial trained again this way keeps its Optuna trial,
+  already told FAIL: its new values reach the records, not the sampler.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from optuna.trial import TrialState
 
 from nas.searcher import FINISHED_STATES, Rerun, rejected_record, tell
 from nas.study import RECORD_ATTR, REJECTION_ATTR
+from results.failures import OUT_OF_MEMORY
 from results.objectives import is_value
 from results.run_directory import FINISHED, RunDirectory, UnreadableRecordWarning, now_iso
 
@@ -41,8 +47,10 @@ class ResumePlan:
 
 
 def plan_resume(store: RunDirectory, study: optuna.Study, objectives: list[str],
-                epochs: int) -> ResumePlan:
-    """Reconcile the records with the study (see the module docstring); repairs the records."""
+                epochs: int, memory_knobs: dict | None = None) -> ResumePlan:
+    """Reconcile the records with the study (see the module docstring); repairs the records.
+    memory_knobs: the settings that lower a trial's memory as this session has them
+    (`nas.search.memory_knobs`); None: trials that ran out of memory stay failed."""
     records, unreadable = store.scan_records()
     by_id = {str(r["trial_id"]): r for r in records}
     damaged = {_record_id(path) for path, _ in unreadable}
@@ -68,6 +76,19 @@ def plan_resume(store: RunDirectory, study: optuna.Study, objectives: list[str],
             store.write_record(record)
             notes.append(f"trial {record_id} was stopped at rung {record['stopped_at_rung']} "
                          "before the driver died: pruned")
+        if record is not None and record.get("failure_reason") == OUT_OF_MEMORY \
+                and record_id not in damaged:
+            changed = _memory_changes(record, memory_knobs)
+            if changed:
+                record.update(status="running", ended=None)
+                store.write_record(record)
+                notes.append(f"trial {record_id} ran out of memory; {changed} since: trained again")
+                rerun.append(Rerun(record_id, trial.number))
+                in_study.add(record_id)
+                continue
+            memory = record.get("memory") or {}
+            notes.append(f"warning: trial {record_id} ran out of memory and is not trained again "
+                         "with the same settings; " + memory.get("advice", "lower train.batch_size"))
         if record is not None and record["status"] in FINISHED and record_id not in damaged:
             if trial.state == TrialState.RUNNING:  # finished, but Optuna was never told
                 values = [record["objectives"].get(name) for name in objectives]
@@ -91,6 +112,16 @@ def plan_resume(store: RunDirectory, study: optuna.Study, objectives: list[str],
         notes.append(f"{len(rerun)} interrupted trial(s) train again from the start: "
                      + ", ".join(again.record_id for again in rerun))
     return ResumePlan(finished=finished, rerun=tuple(rerun), notes=tuple(notes))
+
+
+def _memory_changes(record: dict, knobs: dict | None) -> str:
+    """Which settings that lower memory differ from those the record's trial ran out with
+    ("" when none, or when either side is unknown)."""
+    before = (record.get("memory") or {}).get("settings") or {}
+    if not knobs or not before:
+        return ""
+    return ", ".join(f"{name} {before[name]} -> {knobs[name]}" for name in before
+                     if name in knobs and knobs[name] != before[name])
 
 
 def _record_id(path: str) -> str:

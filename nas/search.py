@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nas.config import SearchConfig, SearchConfigError, default_config
+from nas.placement import MemoryPlan, memory_settings, plan_memory, trial_resources
 from nas.progress import ProgressCallback, format_summary, summarize
 from nas.ray_session import check_resources, quiet_ray, start_ray
 from nas.resume import ResumePlan, plan_resume
@@ -101,14 +102,18 @@ def resolve_space(config: SearchConfig) -> SearchSpace:
         raise SearchConfigError("trial.resolution", f"does not suit the space: {exc}") from None
 
 
-def make_budget(config: SearchConfig, space: SearchSpace):
-    """The FLOP/param budget (None if the config sets none); refuses one the space cannot meet."""
+def make_budget(config: SearchConfig, space: SearchSpace, memory: MemoryPlan | None = None):
+    """The budget: FLOPs/params as configured, and each trial's memory (`memory`: the plan of
+    `nas.placement.plan_memory`; None: memory is not priced); refuses one the space cannot
+    meet."""
     from evaluators.cost import Budget
 
-    if not config.budget.enabled:
+    if not config.budget.enabled and memory is None:
         return None
     budget = Budget(max_flops=config.budget.max_flops, max_params=config.budget.max_params,
-                    resolution=space.resolution)
+                    resolution=space.resolution,
+                    max_memory=None if memory is None else memory.max_memory,
+                    memory=None if memory is None else memory_settings(config))
     checks = [(arch, budget.check(arch)) for arch in space.smallest()]
     if not any(check.fits for _, check in checks):
         arch, check = min(checks, key=lambda ac: (ac[1].cost.flops, ac[1].cost.params))
@@ -140,7 +145,10 @@ def search(config: SearchConfig | None = None, run_dir: str | Path | RunDirector
         config = config or default_config()
         store = _new_run(config, run_dir)
     space = resolve_space(config)
-    budget = make_budget(config, space)  # fails before Ray starts
+    memory = plan_memory(config, space, memory_settings(config))
+    budget = make_budget(config, space, memory)  # fails before Ray starts
+    for line in memory.describe(config.resources.max_concurrent_trials):
+        print(line, flush=True)
     from evaluators.trial import prepare_trial_data
 
     prepare_trial_data(config.trial, space.resolution, space.in_channels)  # decode once, before Ray
@@ -149,7 +157,7 @@ def search(config: SearchConfig | None = None, run_dir: str | Path | RunDirector
     with StopSignals() as stop:
         try:
             ray_startup_s = _run_session(store, config, space, budget, resume, address,
-                                         trainable, stop)
+                                         trainable, stop, memory)
         except SearchStopped:
             if not store.is_run():
                 raise  # stopped before the run directory was made: nothing to resume
@@ -169,7 +177,7 @@ def search(config: SearchConfig | None = None, run_dir: str | Path | RunDirector
 def _run_session(store: RunDirectory, config: SearchConfig, space: SearchSpace, budget,
                  resume: bool, address: str | None,
                  trainable: Callable[[dict[str, Any]], None] | None,
-                 stop: StopSignals) -> float | None:
+                 stop: StopSignals, memory: MemoryPlan | None = None) -> float | None:
     """One session of a search: open (or create) the run and its study, start Ray, run Tune
     until the requested trials are trained or a stop signal arrives. Returns Ray's start-up time
     (None when nothing was left to train)."""
@@ -187,7 +195,8 @@ def _run_session(store: RunDirectory, config: SearchConfig, space: SearchSpace, 
         # A new seed per session: a resumed sampler must not replay the first session's draws.
         study.sampler = make_sampler(s.name, s.seed + len(study.trials), s.startup_trials)
         store.write_config(config.to_dict())  # what this session runs (--trials may raise it)
-        plan = plan_resume(store, study, [o.name for o in config.objectives], config.epochs)
+        plan = plan_resume(store, study, [o.name for o in config.objectives], config.epochs,
+                           memory_knobs(config))
         home.sync()
         for note in plan.notes:
             print(f"resume: {note}", flush=True)
@@ -199,7 +208,9 @@ def _run_session(store: RunDirectory, config: SearchConfig, space: SearchSpace, 
     import ray
 
     t0 = time.time()
-    started_ray = start_ray(config.resources, address)
+    # a local Ray offers trials the memory they may share here (GPU trials: Ray's default)
+    host_memory = memory.trial_memory if memory is not None and memory.device == "cpu" else None
+    started_ray = start_ray(config.resources, address, host_memory)
     ray_startup_s = time.time() - t0
     stop.reinstall()  # Ray's core worker installs its own SIGTERM handler (a stack dump)
     try:
@@ -286,8 +297,8 @@ def _trainable(config: SearchConfig, trainable: Callable[[dict[str, Any]], None]
     from nas.trainable import train_architecture
 
     r = config.resources
-    return tune.with_resources(trainable or train_architecture,
-                               {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})
+    return tune.with_resources(trainable or train_architecture, trial_resources(
+        r.cpus_per_trial, r.gpus_per_trial, memory_settings(config).device))
 
 
 def _param_space(config: SearchConfig) -> dict[str, Any]:
@@ -295,6 +306,15 @@ def _param_space(config: SearchConfig) -> dict[str, Any]:
     `record_id` and `position` (no path: trials never touch the run directory)."""
     return {"trial": config.to_dict()["trial"], "threads": config.resources.threads,
             "keep_weights": config.keep_weights}
+
+
+def memory_knobs(config: SearchConfig) -> dict[str, Any]:
+    """The settings that lower a trial's memory, as they are in this search (for the records of
+    trials that ran out of it)."""
+    train = config.trial.train
+    return {"train.batch_size": train.batch_size, "train.eval_batch_size": train.eval_batch_size,
+            "trial.resolution": config.trial.resolution,
+            "resources.max_concurrent_trials": config.resources.max_concurrent_trials}
 
 
 def trial_dirname(trial: Any) -> str:
@@ -350,7 +370,7 @@ def _new_tuner(store: RunDirectory, config: SearchConfig, searcher, num_samples:
         run_config=tune.RunConfig(
             name=session, storage_path=storage_path, storage_filesystem=storage_filesystem,
             callbacks=[RecordsCallback(store, [o.name for o in config.objectives], config.epochs,
-                                       decisions),
+                                       decisions, memory_knobs(config)),
                        TensorBoardCallback(store), ProgressCallback(store, config.num_trials),
                        CSVLoggerCallback(), JsonLoggerCallback()],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),

@@ -3,7 +3,8 @@ directory, `nas.study`) proposes them, and every candidate is priced before it m
 
 `BudgetedOptunaSearch.suggest` asks the study for a candidate (define-by-run, through the search
 space's `sample_architecture`), prices it with `evaluators.cost`, and only hands it to Tune if it
-fits the FLOP/param budget. A candidate over budget is told to Optuna at once as infeasible
+fits the FLOP/param/memory budget (memory: the trial's priced peak, `evaluators.memory`, kept
+in the trial's `cost` as `memory`). A candidate over budget is told to Optuna at once as infeasible
 (constraint values > 0 via `trial.set_constraint`, state PRUNED: it never trained), gets a
 `rejected` record, and the searcher asks again (at most `max_attempts` times per suggestion).
 A candidate already trained (same arch_id; training is seeded, so it would repeat the same
@@ -239,6 +240,9 @@ class BudgetedOptunaSearch(Searcher):
             ot_trial.set_constraint("flops", cost["flops"] / self.budget.max_flops - 1.0)
         if self.budget.max_params is not None:
             ot_trial.set_constraint("params", cost["params"] / self.budget.max_params - 1.0)
+        if self.budget.max_memory is not None and "memory" in cost:
+            ot_trial.set_constraint("memory",
+                                    cost["memory"]["peak_bytes"] / self.budget.max_memory - 1.0)
 
     def _reject(self, ot_trial: optuna.Trial, arch: Architecture, cost: dict[str, int],
                 reason: str, values: list[float] | None = None) -> None:
@@ -278,9 +282,15 @@ def rejected_record(trial: optuna.trial.FrozenTrial, epochs: int) -> dict[str, A
         ended=now_iso())
 
 
-def _cost_dict(arch: Architecture, check: Any) -> dict[str, int]:
+def _cost_dict(arch: Architecture, check: Any) -> dict[str, Any]:
+    """The trial's `cost`: params, FLOPs, the resolution they were priced at, and `memory`
+    (`evaluators.memory.MemoryPrice.to_dict`) when the budget prices memory."""
     if check is None:
         cost, resolution = count_cost(arch), arch.resolution
     else:
         cost, resolution = check.cost, check.resolution
-    return {"params": int(cost.params), "flops": int(cost.flops), "resolution": int(resolution)}
+    out: dict[str, Any] = {"params": int(cost.params), "flops": int(cost.flops),
+                           "resolution": int(resolution)}
+    if check is not None and check.memory is not None:
+        out["memory"] = check.memory.to_dict()
+    return out

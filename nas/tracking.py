@@ -2,7 +2,10 @@
 
 A record is written when the trial starts, after every reported epoch, and when it ends; the end
 status comes from what Tune saw: `completed` (its final report arrived), `diverged`, `pruned`
-(stopped by the scheduler before its final report) or `failed` (raised; the error text is kept).
+(stopped by the scheduler before its final report) or `failed` (raised; the error text is kept,
+and a trial that ran out of memory, killed by the OOM killer or failing an allocation, is marked
+`failure_reason: out_of_memory` with its priced and observed memory and the settings that lower
+it: `results.failures`).
 A multi-objective scheduler's rung decisions (`nas.moasha`) go into the record in the same write
 as the epoch they were taken on (`rung_decisions`, and `stopped_at_rung`/`stop_reason` for the
 decision that stopped it). Records are keyed by the record id the searcher gave the trial (a
@@ -27,7 +30,8 @@ import pyarrow.fs
 from ray import tune
 
 from nas.searcher import DIVERGED_KEY, FAILED_KEY, FINAL_KEY, trial_outcome, unscored_reason
-from nas.trainable import ERROR_KEY, NODE_KEY, WEIGHTS_FILE
+from nas.trainable import ERROR_KEY, MEMORY_KEY, NODE_KEY, WEIGHTS_FILE
+from results.failures import OUT_OF_MEMORY, failure_reason, memory_failure
 from results.run_directory import RunDirectory, new_record, now_iso
 from search_spaces.architecture import Architecture
 
@@ -63,8 +67,10 @@ class RecordsCallback(tune.Callback):
     into RUN/weights/. decisions: the scheduler whose rung decisions go into the records."""
 
     def __init__(self, store: RunDirectory, objectives: list[str], epochs: int,
-                 decisions: Decisions | None = None):
+                 decisions: Decisions | None = None,
+                 memory_settings: dict[str, Any] | None = None):
         self.store = store
+        self.memory_settings = dict(memory_settings or {})  # for out-of-memory records
         self.objectives = list(objectives)
         self.epochs = epochs
         self.decisions = decisions
@@ -125,10 +131,11 @@ class RecordsCallback(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if not self.store.storage.healthy():
             return  # maybe the store's fault (a checkpoint upload): left running, trained again
-        self._finish(trial, "failed", error=_error_text(trial))
+        error, full_text = _error_text(trial)
+        self._finish(trial, "failed", error=error, full_error=full_text)
 
     def _finish(self, trial: Any, status: str, error: str | None = None,
-                unscored: str | None = None) -> None:
+                unscored: str | None = None, full_error: str | None = None) -> None:
         record_id = record_id_of(trial)
         record = self.store.read_record(record_id)
         if record is None:
@@ -136,6 +143,15 @@ class RecordsCallback(tune.Callback):
         record["status"] = status
         if error is not None:
             record["error"] = error
+        if status == "failed":
+            record["failure_reason"] = failure_reason(full_error or record.get("error"))
+            if record["failure_reason"] == OUT_OF_MEMORY:
+                priced = (record.get("cost") or {}).get("memory") or {}
+                observed = (trial.last_result or {}).get(MEMORY_KEY)
+                record["memory"] = memory_failure(
+                    priced.get("peak_bytes"),
+                    observed if isinstance(observed, (int, float)) and observed == observed
+                    else None, self.memory_settings)
         record["unscored"] = unscored
         if status == "completed" and record["metrics"]:
             record["objectives"] = {name: record["metrics"].get(name, math.nan)
@@ -154,16 +170,21 @@ def _note_decision(record: dict[str, Any], decision: Any) -> None:
         record.update(stopped_at_rung=decision.rung, stop_reason=decision.reason)
 
 
-def _error_text(trial: Any) -> str:
-    """The error of a failed trial: the last line of its traceback file, else Tune's summary."""
+def _error_text(trial: Any) -> tuple[str, str]:
+    """The error of a failed trial: the last line of its traceback file, else Tune's summary;
+    and the file's whole text (where Ray says why a worker died)."""
     path = getattr(trial, "error_file", None)
     try:
         text = Path(path).read_text().strip() if path else ""
     except OSError:
         text = ""
     if not text:
-        return "trial raised (no error text recorded by Ray Tune)"
+        return "trial raised (no error text recorded by Ray Tune)", ""
     lines = [line for line in text.splitlines() if line.strip()]
     # Keep the exception line(s), not Ray's wrapping traceback.
     tail = [line for line in lines if "Error" in line or "Exception" in line]
-    return (tail[-1] if tail else lines[-1]).strip()
+    line = (tail[-1] if tail else lines[-1]).strip()
+    if failure_reason(text) == OUT_OF_MEMORY and failure_reason(line) is None:
+        why = next(x.strip() for x in lines if failure_reason(x) == OUT_OF_MEMORY)
+        line = f"{line} ({why})"  # the line that says it was memory
+    return line, text

@@ -80,6 +80,9 @@ def new_record(trial_id: str, number: int, status: str, architecture: Mapping[st
     rung_decisions: what the early-stopping scheduler decided at each rung the trial reached
     ({rung, epoch, action: continue|stop, reason}); stopped_at_rung / stop_reason: the rung
     (1 = the grace period) and the reason of the decision that stopped it, null otherwise.
+    failure_reason: why a failed trial failed, when known (`out_of_memory`); memory: for one
+    that ran out of memory, {priced_bytes, observed_bytes, settings, advice}
+    (`results.failures`). Null otherwise.
     """
     if status not in STATUSES:
         raise ValueError(f"status: unknown trial status {status!r} (known: {list(STATUSES)})")
@@ -91,6 +94,7 @@ def new_record(trial_id: str, number: int, status: str, architecture: Mapping[st
         "wall_time_s": None, "weights": None, "optuna_state": None, "node": None,
         "unscored": None,
         "rung_decisions": [], "stopped_at_rung": None, "stop_reason": None,
+        "failure_reason": None, "memory": None,
     }
     unknown = sorted(set(fields) - set(record))
     if unknown:

@@ -107,6 +107,8 @@ def _row(record: dict, arch: Architecture) -> dict[str, Any]:
             row[f"s{i}_{field}"] = getattr(stage, field)
     row["params"] = _number(cost.get("params"))
     row["flops"] = _number(cost.get("flops"))
+    row["memory_priced_bytes"] = _number((cost.get("memory") or {}).get("peak_bytes"))
+    row["failure_reason"] = record.get("failure_reason")
     for name, value in (record.get("metrics") or {}).items():
         taken = name in _FIXED or re.match(r"s\d+_", name) or name.startswith("obj_")
         row[f"metric_{name}" if taken else name] = _number(value)

@@ -19,6 +19,7 @@ import yaml
 from optuna.trial import TrialState
 
 from evaluators.cost import Budget, count_cost
+from evaluators.memory import price_memory
 from results import run_directory as records
 from results.run_directory import RunDirectory
 from nas.cli import main
@@ -158,7 +159,9 @@ def test_search_records_every_trial_architecture_cost_and_metrics(run):
         arch = Architecture.from_dict(r["architecture"])
         assert arch.arch_id == r["arch_id"] and arch.layout == r["layout"]
         cost = count_cost(arch)
-        assert r["cost"] == {"params": cost.params, "flops": cost.flops, "resolution": 16}
+        memory = price_memory(arch, 32, 512, "cpu").to_dict()  # the trial's batch sizes, on the CPU
+        assert r["cost"] == {"params": cost.params, "flops": cost.flops, "resolution": 16,
+                             "memory": memory}
         assert r["started"] and r["ended"] and r["wall_time_s"] is not None
         if r["status"] == "failed":
             continue
