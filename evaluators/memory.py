@@ -177,9 +177,16 @@ class _Trace:
 
         self.arch = arch
         self.autocast = torch.bfloat16 if device == "cuda" else None
-        self.mode = FakeTensorMode()
+        # Real constants that blocks cache per grid (relative positions, index tables) enter the
+        # trace as they are and become fake there: allow_non_fake_inputs.
+        self.mode = FakeTensorMode(allow_non_fake_inputs=True)
         with torch.random.fork_rng():  # pricing must not move the caller's random stream
             model = build_model(arch).to(memory_format=torch.channels_last)
+            # One real forward first: whatever a block builds lazily and caches per grid is then
+            # built from real tensors, never inside the fake mode (a fake tensor left in such a
+            # cache would break the next trace and any real training of that grid).
+            with torch.no_grad():
+                model.eval()(self._input(1).zero_())
         for module in model.modules():  # real weights -> fake ones (same shapes and strides)
             for name, param in list(module._parameters.items()):
                 if param is not None:

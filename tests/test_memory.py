@@ -123,3 +123,22 @@ def test_sizes_in_words(text, size):
 def test_malformed_sizes_name_the_field(bad):
     with pytest.raises(FieldError, match="budget.max_memory"):
         parse_bytes(bad, "budget.max_memory")
+
+
+def test_pricing_twice_and_then_training_the_same_grid():
+    """Blocks cache constant tensors per grid (`gpsa.relative_positions`, `relative_attention.
+    relative_index`). A grid first met while pricing must not leave a fake tensor in those caches:
+    neither a second pricing (another fake mode) nor real training may receive it."""
+    from search_spaces.blocks.gpsa import relative_positions
+    from search_spaces.model import build_model
+
+    arch = architectures(40)["G"]  # a 10x10 grid no other test uses
+    relative_positions.cache_clear()
+    first = price_memory(arch, 4, 8)
+    price_memory.cache_clear()
+    assert price_memory(arch, 4, 8) == first  # a new trace, a new fake mode
+    cached = relative_positions(10, 10)
+    assert type(cached) is torch.Tensor and cached.sum().item() > 0  # real, with real values
+    loss = build_model(arch)(torch.randn(2, 3, 40, 40)).sum()
+    loss.backward()
+    assert torch.isfinite(loss)
