@@ -70,7 +70,7 @@ def render_study_report(name: str, table: pd.DataFrame, curves: pd.DataFrame,
                         wall_time_s: float | None, beside: ProtocolCurves | None = None) -> str:
     """The report's HTML; `beside`: another protocol's Figure 2 drawn in a row under this one's."""
     rows = [ProtocolCurves(name, table, curves, sizes)] + ([beside] if beside else [])
-    figures = {"figure2": _figure2(rows), "capacity": _capacity(table, sizes),
+    figures = {"figure2": figure2(rows), "capacity": _capacity(table, sizes),
                "agreement": _agreement(ranks, sizes),
                "along_training": _along_training(ranks["capacity"]["along_training"])}
     if ranks.get("distillation"):
@@ -296,7 +296,7 @@ def _convit_figure(c: Mapping[str, Any]) -> go.Figure:
     return fig
 
 
-def _figure2(protocols: Sequence[ProtocolCurves]) -> go.Figure:
+def figure2(protocols: Sequence[ProtocolCurves]) -> go.Figure:
     """One row of panels (one per data size) for each protocol."""
     columns = max(len(p.sizes) for p in protocols)
     titles = [f"{p.name}: {p.sizes[i]}" if i < len(p.sizes) else ""
