@@ -17,7 +17,6 @@ import argparse
 import csv
 import json
 import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -26,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evaluators.memory import MiB, price_memory  # noqa: E402
+from evaluators.memory import MiB, measure_in_fresh_process, price_memory  # noqa: E402
 from search_spaces.architecture import Architecture, Stage, Stem  # noqa: E402
 from search_spaces.presets import get_preset  # noqa: E402
 
@@ -49,17 +48,6 @@ CASES = {
 }
 
 
-def measured(arch: Architecture, chunk: int, term: str, steps: int) -> int:
-    script = ("import json, sys, torch; torch.set_num_threads(1)\n"
-              "from evaluators.memory import measure_memory\n"
-              "from search_spaces.architecture import Architecture\n"
-              "arch = Architecture.from_dict(json.loads(sys.argv[1]))\n"
-              f"print(measure_memory(arch, {BATCH}, {chunk}, {term!r}, steps={steps}))\n")
-    out = subprocess.run([sys.executable, "-c", script, json.dumps(arch.to_dict())], check=True,
-                         capture_output=True, text=True, cwd=REPO).stdout
-    return int(out.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "memory.csv"))
@@ -71,8 +59,8 @@ def main() -> None:
         price = price_memory(arch, BATCH, EVAL_BATCH, "cpu")
         pricing_s = time.perf_counter() - started
         steps = 1 if arch.resolution >= 224 and "CoAtNet" in name else 2
-        real_train = measured(arch, price.eval_chunk, "train_step_bytes", steps)
-        real_eval = measured(arch, price.eval_chunk, "eval_chunk_bytes", steps)
+        real_train = measure_in_fresh_process(arch, BATCH, price.eval_chunk, "train_step_bytes", steps)
+        real_eval = measure_in_fresh_process(arch, BATCH, price.eval_chunk, "eval_chunk_bytes", steps)
         row = {
             "network": name, "batch_size": BATCH, "eval_chunk": price.eval_chunk,
             "priced_train_step_mib": round(price.train_step_bytes / MiB, 1),

@@ -319,6 +319,29 @@ def measure_memory(arch: Architecture, batch_size: int, eval_chunk: int, term: s
     return _peak() - before
 
 
+def measure_in_fresh_process(arch: Architecture, batch_size: int, eval_chunk: int, term: str,
+                             steps: int = 2) -> int:
+    """`measure_memory` in a new Python process with one torch thread (as a trial with 1 CPU):
+    what the C allocator kept from this process's earlier work cannot hide the peak there."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import json, sys, torch; torch.set_num_threads(1)\n"
+              "from evaluators.memory import measure_memory\n"
+              "from search_spaces.architecture import Architecture\n"
+              "arch = Architecture.from_dict(json.loads(sys.argv[1]))\n"
+              f"print(measure_memory(arch, {batch_size}, {eval_chunk}, {term!r}, steps={steps}))\n")
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [package_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    out = subprocess.run([sys.executable, "-c", script, json.dumps(arch.to_dict())], check=True,
+                         capture_output=True, text=True, env=env).stdout
+    return int(out.strip().splitlines()[-1])
+
+
 def _status(key: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:

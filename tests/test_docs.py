@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from docs_pages import DOCS, ROOT, runnable_blocks
-from test_report_browser import CHROMIUM, IN_CI, screenshot
+from test_report_browser import run_chromium, screenshot
 
 sys.path.insert(0, str(DOCS / "hooks"))
 import config_reference  # noqa: E402  (the MkDocs hook, imported as the build imports it)
@@ -135,15 +135,7 @@ PROBE = """<script>window.addEventListener("load", () => {
 
 
 def dump_dom(html: Path, profile: Path) -> str:
-    if CHROMIUM is None:
-        if IN_CI:
-            pytest.fail("chromium is required in CI (apt-get install chromium) but is not installed")
-        pytest.skip("chromium not installed (apt-get install chromium); CI runs this test")
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=5000",
-               "--dump-dom", html.resolve().as_uri()]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    result = run_chromium(profile, "--virtual-time-budget=5000", "--dump-dom", html.resolve().as_uri())
     assert result.stdout, f"chromium dumped no DOM (exit {result.returncode}): {result.stderr[-2000:]}"
     return result.stdout
 

@@ -3,15 +3,12 @@ fresh processes, on every block type at two resolutions; sizes in words."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from evaluators.memory import (EVAL_FLOOR_BYTES, MiB, RUNTIME_BYTES, format_bytes, parse_bytes,
-                               price_memory)
+from evaluators.memory import (EVAL_FLOOR_BYTES, MiB, RUNTIME_BYTES, format_bytes,
+                               measure_in_fresh_process, parse_bytes, price_memory)
 from search_spaces.architecture import Architecture, Stage, Stem
 from search_spaces.fields import FieldError
 
@@ -35,18 +32,6 @@ def architectures(resolution: int) -> dict[str, Architecture]:
     }
 
 
-def measured(arch: Architecture, batch: int, chunk: int, term: str) -> int:
-    """evaluators.memory.measure_memory in a fresh process (one thread, as a trial with 1 CPU)."""
-    script = ("import json, sys, torch; torch.set_num_threads(1)\n"
-              "from evaluators.memory import measure_memory\n"
-              "from search_spaces.architecture import Architecture\n"
-              "arch = Architecture.from_dict(json.loads(sys.argv[1]))\n"
-              f"print(measure_memory(arch, {batch}, {chunk}, {term!r}))\n")
-    out = subprocess.run([sys.executable, "-c", script, json.dumps(arch.to_dict())],
-                         check=True, capture_output=True, text=True).stdout
-    return int(out.strip().splitlines()[-1])
-
-
 # Tolerance: the trace counts tensor storages only. A real CPU process also holds allocator slack
 # (glibc's arenas for the many small tensors), oneDNN's reorder buffers and per-shape kernel
 # caches; and a freed storage may come back to the kernel a little later than the trace frees it.
@@ -61,7 +46,7 @@ def test_priced_memory_matches_a_real_step(resolution):
     for name, arch in architectures(resolution).items():
         price = price_memory(arch, BATCH, EVAL_CHUNK, "cpu")
         for term in ("train_step_bytes", "eval_chunk_bytes"):
-            priced, actual = getattr(price, term), measured(arch, BATCH, price.eval_chunk, term)
+            priced, actual = getattr(price, term), measure_in_fresh_process(arch, BATCH, price.eval_chunk, term)
             assert abs(priced - actual) <= RELATIVE * actual + ABSOLUTE, (
                 f"{name} at {resolution} px: {term} priced {format_bytes(priced)}, "
                 f"measured {format_bytes(actual)}")

@@ -20,16 +20,22 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PLOT_BACKGROUND = (229, 236, 246)  # plotly's default plot area colour (#E5ECF6): drawn by plotly.js
 
 
-def screenshot(html_path, png_path, profile_dir, width=1200, height=900):
+def run_chromium(profile_dir, *args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium with a fresh profile and nothing that reaches the network on its own,
+    given `args` (what to do and the page); a missing Chromium skips, or fails in CI."""
     if CHROMIUM is None:
         if IN_CI:
             pytest.fail("chromium is required in CI (apt-get install chromium) but is not installed")
         pytest.skip("chromium not installed (apt-get install chromium); CI runs this test")
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", f"--user-data-dir={profile_dir}", f"--screenshot={png_path}",
-               f"--window-size={width},{height}", html_path.resolve().as_uri()]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+               "--disable-sync", f"--user-data-dir={profile_dir}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180)
+
+
+def screenshot(html_path, png_path, profile_dir, width=1200, height=900):
+    result = run_chromium(profile_dir, f"--screenshot={png_path}", f"--window-size={width},{height}",
+                          html_path.resolve().as_uri())
     assert png_path.is_file(), f"chromium wrote no screenshot (exit {result.returncode}): " \
                                f"{result.stderr[-2000:]}"
     return np.asarray(Image.open(png_path).convert("RGB"))

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.config is not None or args.out is not None or protocol is not None:
             raise ValueError("--resume continues a study with its stored config: "
-                             "CONFIG, --quick and --out cannot be combined with it")
+                             "CONFIG, --quick, --protocol and --out cannot be combined with it")
         config = StudyConfig.from_dict(StudyDirectory(args.resume).read_config())
         out = args.resume
     else:
