@@ -1,14 +1,19 @@
-"""Tabular ground truth for the built-in `digits` space: every epoch of a fixed, seeded sample of
-architectures within the default budget, trained with the default search's trial, so that a
-search can be replayed on the table without training (`benchmarks/simulate.py`).
+"""Tabular ground truth: every epoch of a fixed, seeded sample of a search's architectures within
+its budget, trained with that search's trial, so that a search can be replayed on the table
+without training (`benchmarks/simulate.py`). Two tables (`TABLES`):
+- `digits`: the default search (`nas/default_search.yaml`), the table the defaults are tuned on;
+- `heldout`: another regime a user would run (`benchmarks/heldout_search.yaml`: 5 training
+  images per class, another data split, 12 epochs, a smaller FLOP/param budget), never used to
+  choose a default.
 
-    python benchmarks/ground_truth.py [--architectures 320] [--workers 2] [--seed 0]
+    python benchmarks/ground_truth.py [--table digits] [--architectures 320] [--workers 2] [--seed 0]
 
 Steps (each resumable; a rerun skips what is done):
 1. Price every architecture of the space (`digits_space_costs.parquet`: arch_id, layout, the
    sampled choices, params, FLOPs, whether it fits the default budget): a spanning sample
    traced with fvcore, the rest as sums of their parts' costs, checked exact (`price_space`). The simulator
-   checks a proposal's budget against it, as the real searcher does.
+   checks a proposal's budget against it, as the real searcher does. (`<table>_` prefixes every
+   file name.)
 2. Shuffle the architectures that fit with `--seed` and train the first `--architectures` with
    `evaluators.trial.run_trial` (no Ray), one process per worker, one torch thread each. Each
    finished architecture's rows, one per epoch with every metric the trial reports and the
@@ -30,6 +35,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -40,24 +46,61 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from nas.config import SearchConfig, default_config  # noqa: E402
+from nas.config import SearchConfig, default_config, load_config  # noqa: E402
 from search_spaces.architecture import ATTENTION_BLOCKS, Architecture  # noqa: E402
 from search_spaces.space import SearchSpace, sample_architecture  # noqa: E402
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-COSTS_FILE = "digits_space_costs.parquet"
-ROWS_FILE = "digits_ground_truth.jsonl"
-TABLE_FILE = "digits_ground_truth.parquet"
-PROVENANCE_FILE = "digits_ground_truth.json"
+TABLES = {  # table name -> its search config (None: the built-in default search)
+    "digits": None,
+    "heldout": Path(__file__).resolve().parent / "heldout_search.yaml",
+}
+# train.* settings a table trains with other than its config's. The digits table's first 126
+# architectures were trained (2026-12-01/02) before the trainer had `channels_last` (then: the
+# contiguous layout); its extension keeps that, so that every row was trained the same way.
+TRIAL_OVERRIDES = {"digits": {"channels_last": False}}
 
 
-def default_search() -> tuple[SearchConfig, SearchSpace]:
-    """The default search's config and its space at the trial's resolution (digits: 10 classes,
+@dataclass(frozen=True)
+class TableFiles:
+    """Where one table's files live: `<name>_space_costs.parquet` (every architecture's cost),
+    `<name>_ground_truth.jsonl` (finished trials as they come; git-ignored), `.parquet` (the
+    table) and `.json` (its provenance)."""
+
+    name: str = "digits"
+    out: Path = DATA_DIR
+
+    @property
+    def costs(self) -> Path:
+        return self.out / f"{self.name}_space_costs.parquet"
+
+    @property
+    def rows(self) -> Path:
+        return self.out / f"{self.name}_ground_truth.jsonl"
+
+    @property
+    def table(self) -> Path:
+        return self.out / f"{self.name}_ground_truth.parquet"
+
+    @property
+    def provenance(self) -> Path:
+        return self.out / f"{self.name}_ground_truth.json"
+
+
+def table_search(name: str = "digits") -> tuple[SearchConfig, SearchSpace]:
+    """A table's search config and its space at the trial's resolution (digits: 10 classes,
     1 channel, as the search resolves them)."""
     from nas.search import resolve_space
 
-    config = default_config()
+    if name not in TABLES:
+        raise ValueError(f"unknown table {name!r}: expected one of {', '.join(TABLES)}")
+    config = default_config() if TABLES[name] is None else load_config(TABLES[name])
     return config, resolve_space(config)
+
+
+def default_search() -> tuple[SearchConfig, SearchSpace]:
+    """The default search's config and space (the `digits` table's)."""
+    return table_search("digits")
 
 
 def space_architectures(space: SearchSpace) -> list[Architecture]:
@@ -135,7 +178,7 @@ def _design(rows: list[dict[str, Any]], stages: int) -> tuple[np.ndarray, dict[t
     return design, index
 
 
-def price_space(config: SearchConfig, space: SearchSpace, out: Path, pool, checks: int = 40,
+def price_space(config: SearchConfig, space: SearchSpace, files: TableFiles, pool, checks: int = 40,
                 seed: int = 0) -> pd.DataFrame:
     """Every architecture's cost and whether it fits the budget, cached in `out`.
 
@@ -146,7 +189,7 @@ def price_space(config: SearchConfig, space: SearchSpace, out: Path, pool, check
     architectures of that order, outside the basis, are traced as well and must be predicted
     exactly (to the unit); otherwise this stops. Column `priced_by` says which rows fvcore
     traced (their own values are kept)."""
-    path = out / COSTS_FILE
+    path = files.costs
     if path.is_file():
         return pd.read_parquet(path)
     archs = space_architectures(space)
@@ -214,9 +257,13 @@ def _train(job: tuple[str, dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
             "trial_time_s": time.perf_counter() - t0, "rows": rows}
 
 
-def read_done(path: Path) -> dict[str, dict[str, Any]]:
-    """arch_id -> finished result from the rows file (a line cut off by a kill is ignored)."""
-    done = {}
+def read_done(files: TableFiles) -> dict[str, dict[str, Any]]:
+    """arch_id -> finished result from the rows file (a line cut off by a kill is ignored); with
+    no rows file (a fresh clone: it is not committed), from the committed table."""
+    done: dict[str, dict[str, Any]] = {}
+    path = files.rows
+    if not path.is_file() and files.table.is_file():
+        return results_of_table(pd.read_parquet(files.table))
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
@@ -227,8 +274,26 @@ def read_done(path: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
+def results_of_table(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """The finished results a written table holds, as `read_done` gives them (the inverse of
+    `write_table`): per architecture its status, error, trial time and per-epoch rows."""
+    meta = {"sample_index", "arch_id", "layout", "stem_width", "architecture", "params", "flops",
+            "status", "error", "trial_time_s"} | {c for c in table.columns if c[0] == "s" and c[1].isdigit()}
+    metrics = [c for c in table.columns if c not in meta]
+    done = {}
+    for arch_id, rows in table.sort_values(["sample_index", "epoch"]).groupby("arch_id", sort=False):
+        first = rows.iloc[0]
+        trained = rows[rows["epoch"].notna()]
+        done[arch_id] = {"arch_id": arch_id, "status": first["status"],
+                         "error": None if pd.isna(first["error"]) else first["error"],
+                         "trial_time_s": float(first["trial_time_s"]),
+                         "rows": [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+                                  for r in trained[metrics].to_dict("records")]}
+    return done
+
+
 def write_table(done: dict[str, dict[str, Any]], order: list[str], costs: pd.DataFrame,
-                out: Path) -> pd.DataFrame:
+                files: TableFiles) -> pd.DataFrame:
     """One row per (architecture, epoch), in the seeded order: choices, cost, status, every
     metric, the epoch's wall time, and `sample_index` (position in the order)."""
     by_id = costs.set_index("arch_id")
@@ -240,7 +305,7 @@ def write_table(done: dict[str, dict[str, Any]], order: list[str], costs: pd.Dat
                 "trial_time_s": result["trial_time_s"]}
         frames.append(pd.DataFrame([{**meta, **row} for row in result["rows"]] or [meta]))
     table = pd.concat(frames, ignore_index=True)
-    table.to_parquet(out / TABLE_FILE, index=False, compression="zstd")
+    table.to_parquet(files.table, index=False, compression="zstd")
     return table
 
 
@@ -259,11 +324,17 @@ def provenance(config: SearchConfig, args: argparse.Namespace, costs: pd.DataFra
                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
                platform.processor()) if Path("/proc/cpuinfo").is_file() else platform.processor()
     return {
-        "what": "every epoch of a seeded sample of the default search's space within its budget, "
-                "trained with the default trial (evaluators.trial.run_trial, no Ray)",
+        "what": "every epoch of a seeded sample of the search's space within its budget, "
+                "trained with its trial (evaluators.trial.run_trial, no Ray)",
+        "table": args.table,
+        "config": None if TABLES[args.table] is None else
+        str(TABLES[args.table].relative_to(Path(__file__).resolve().parents[1])),
         "space": config.space, "resolution": config.trial.resolution,
-        "trial": config.to_dict()["trial"], "budget": config.to_dict()["budget"],
+        "trial": config.to_dict()["trial"],
+        "trial_overrides": {f"train.{k}": v for k, v in TRIAL_OVERRIDES.get(args.table, {}).items()},
+        "budget": config.to_dict()["budget"],
         "objectives": [o.to_dict() for o in config.objectives],
+        "scheduler": config.to_dict()["scheduler"], "sampler": config.to_dict()["sampler"],
         "seed": args.seed, "architectures": int(table["arch_id"].nunique()),
         "space_size": int(len(costs)), "fit_budget": int(costs["fits"].sum()),
         "sample": "the architectures that fit the budget, sorted by arch_id, permuted with "
@@ -288,6 +359,7 @@ def provenance(config: SearchConfig, args: argparse.Namespace, costs: pd.DataFra
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--table", choices=sorted(TABLES), default="digits")
     parser.add_argument("--architectures", type=int, default=320)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -298,17 +370,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="train nothing: write the table of what is trained so far")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    config, space = default_search()
+    config, space = table_search(args.table)
+    files = TableFiles(args.table, args.out)
     trial = config.to_dict()["trial"]
     trial_dict = {**trial, "resolution": space.resolution,
-                  "train": {**trial["train"], "threads": 1, "device": "cpu"}}
+                  "train": {**trial["train"], "threads": 1, "device": "cpu",
+                            **TRIAL_OVERRIDES.get(args.table, {})}}
     started = time.time()
-    rows_path = args.out / ROWS_FILE
+    rows_path = files.rows
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(args.workers) as pool:
-        costs = price_space(config, space, args.out, pool, args.checks, args.seed)
+        costs = price_space(config, space, files, pool, args.checks, args.seed)
         order = sample_order(costs, args.seed)[:args.architectures]
-        done = read_done(rows_path)
+        done = read_done(files)
+        if not rows_path.is_file() and done:  # carried over from the committed table
+            rows_path.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in done.values()))
         todo = [] if args.table_only else [a for a in order if a not in done]
         print(f"{sum(a in done for a in order)} of {len(order)} architectures done; training {len(todo)} "
               f"({args.workers} at a time)", flush=True)
@@ -324,10 +400,10 @@ def main(argv: list[str] | None = None) -> int:
                     rate = (time.time() - started) / n
                     print(f"{n}/{len(jobs)} trained, {rate:.1f} s each, about "
                           f"{rate * (len(jobs) - n) / 60:.0f} min left", flush=True)
-    table = write_table(done, order, costs, args.out)
+    table = write_table(done, order, costs, files)
     info = provenance(config, args, costs, table, time.time() - started)
-    (args.out / PROVENANCE_FILE).write_text(json.dumps(info, indent=1) + "\n")
-    print(f"{info['architectures']} architectures, {len(table)} rows -> {args.out / TABLE_FILE}",
+    files.provenance.write_text(json.dumps(info, indent=1) + "\n")
+    print(f"{info['architectures']} architectures, {len(table)} rows -> {files.table}",
           flush=True)
     return 0
 
