@@ -7,7 +7,10 @@ What 0.16 ships for more than one objective, read from the installed package:
   makes, which leaves it random search throughout; we give it a population of 10 and a tournament
   of 5 (not tuned on any table).
 - `ExpectedHyperVolumeImprovement` (`ehvi`, baseline `EHVI`): model-based, one BoTorch GP per
-  objective and qLogEHVI optimised by gradient (its defaults); needs `botorch`.
+  objective, qLogEHVI; needs `botorch`. We take its `optimization_strategy="random"` (the
+  acquisition on 200 random points, the best one kept): its default, gradient ascent from 20
+  restarts, took 364 s for one simulated search of 144 epochs against 63 s (seed 0, this 2-core
+  machine, 2026-12-03), too slow for 30 seeds x 2 tables.
 - `MultiObjectiveMultiSurrogateSearcher` (random-scalarization BO) is in the wheel but does not
   import: its modules (`random_scalarization`, `legacy_model_based_searcher`) are not shipped.
 - `MultiObjectiveRandomSearcher` (random search, covered by Optuna's random sampler already).
@@ -22,7 +25,7 @@ error otherwise), at most `max_attempts` in a row. A stopped ("pruned"), unscore
 trials only (`on_trial_result` is a no-op for both), and an error is what their scheduler reports
 for a trial that ends without a final result, so the searcher drops it.
 
-Two departures from the wheel, each because the shipped code cannot search this table otherwise:
+Three departures from the wheel, each because the shipped code cannot search this table otherwise:
 - Seeding. Both searchers draw their random configurations from NumPy's global generator
   (`Domain.sample()` without a `random_state`), and EHVI seeds and draws from torch's global one.
   Each proposer keeps its own NumPy and torch generator states, swapped in around every call into
@@ -34,6 +37,10 @@ Two departures from the wheel, each because the shipped code cannot search this 
   zero. `_SimulatedEHVI` pairs each result with its own configuration, drops errored trials, and
   rescales each objective it reads to its observed range (best 3.1, worst 2.1), placing the
   reference point 10% of that range beyond the worst value seen, as `simulate.Hypervolume` does.
+- EHVI's precision. It builds its outcomes, reference point and pending points as float32
+  (`torch.Tensor`) beside a float64 GP, which BoTorch 0.18 refuses ("expected scalar type Double
+  but found Float"); with `double_precision=False` the GP fit failed often and it fell back to
+  random proposals. Its calls run with torch's default dtype set to float64, so all is double.
 """
 
 from __future__ import annotations
