@@ -30,7 +30,8 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from ground_truth import COSTS_FILE, DATA_DIR, TABLE_FILE, choices, default_search
+from ground_truth import DATA_DIR, TableFiles, choices, table_search
+from nas.proposals import Proposals
 from nas.rungs import Rungs
 from nas.searcher import make_sampler
 from results.objectives import Objective
@@ -50,7 +51,8 @@ class Table:
     epoch_times: (n, epochs) seconds; good_epochs: epochs each trained before it diverged
     (= epochs when it did not); final: (n, k) full-budget values, NaN for a failed row;
     features: (n, f) what the nearest-neighbour lookup compares; fits: arch_id -> bool for
-    every architecture of the space (the budget check); space: the space the search samples.
+    every architecture of the space (the budget check); space: the space the search samples;
+    proxies: zero-cost proxy name -> (n,) scores (`benchmarks/table_proxies.py`), if computed.
     """
 
     objectives: list[Objective]
@@ -65,6 +67,8 @@ class Table:
     fits: dict[str, bool]
     space: SearchSpace
     startup_trials: int = 4
+    name: str = "digits"
+    proxies: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _index: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -88,13 +92,24 @@ class Table:
         return int(np.argmin(distance))
 
     @classmethod
-    def load(cls, data_dir: Path = DATA_DIR) -> "Table":
-        config, space = default_search()
-        table = pd.read_parquet(Path(data_dir) / TABLE_FILE)
-        costs = pd.read_parquet(Path(data_dir) / COSTS_FILE, columns=["arch_id", "fits"])
-        return cls.from_frame(table, dict(zip(costs["arch_id"], costs["fits"].astype(bool))),
-                              list(config.objectives), config.epochs, space,
-                              config.sampler.startup_trials)
+    def load(cls, data_dir: Path = DATA_DIR, name: str = "digits") -> "Table":
+        """A committed table (`ground_truth.TABLES`), with its proxy scores when computed. The
+        sampler's startup trials are the default search's (a table never sets a default)."""
+        from nas.config import default_config
+
+        config, space = table_search(name)
+        files = TableFiles(name, Path(data_dir))
+        table = pd.read_parquet(files.table)
+        costs = pd.read_parquet(files.costs, columns=["arch_id", "fits"])
+        out = cls.from_frame(table, dict(zip(costs["arch_id"], costs["fits"].astype(bool))),
+                             list(config.objectives), config.epochs, space,
+                             default_config().sampler.startup_trials)
+        out.name = name
+        proxies = files.out / f"{name}_proxies.parquet"
+        if proxies.is_file():
+            scores = pd.read_parquet(proxies).set_index("arch_id").reindex(out.arch_ids)
+            out.proxies = {c: scores[c].to_numpy(float) for c in scores.columns}
+        return out
 
     @classmethod
     def from_frame(cls, table: pd.DataFrame, fits: dict[str, bool], objectives: list[Objective],
@@ -152,9 +167,13 @@ class OptunaProposer:
     """An Optuna sampler over the search space, by the real searcher's rules: a candidate over
     the budget is told PRUNED at no cost and another asked for; one whose table row was trained
     already is a duplicate (told its twin's values when known), at most `max_attempts` in a
-    row."""
+    row. With `multi_fidelity` and/or `proxy`, the real search's proposals (`nas.proposals`)
+    enqueue candidates first, fed every trial's readings after every epoch; the proxy scores
+    are the table's (`Table.proxies`), looked up by table row."""
 
-    def __init__(self, table: Table, sampler: str, seed: int, max_attempts: int = 50):
+    def __init__(self, table: Table, sampler: str, seed: int, max_attempts: int = 50,
+                 multi_fidelity: bool = False, min_points: int = 6, proxy: str | None = None,
+                 candidates: int = 4):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.table = table
         self.study = optuna.create_study(
@@ -163,9 +182,19 @@ class OptunaProposer:
         self.max_attempts = max_attempts
         self.trained: set[int] = set()
         self.values: dict[int, list[float]] = {}
+        if proxy is not None and proxy not in table.proxies:
+            raise ValueError(f"no {proxy!r} scores for table {table.name!r}: run "
+                             f"benchmarks/table_proxies.py --table {table.name}")
+        scorer = None if proxy is None else \
+            (lambda arch, scores=table.proxies[proxy]: float(scores[table.nearest(arch)]))
+        self.proposals = Proposals(table.space, table.directions, table.epochs, multi_fidelity,
+                                   min_points, scorer, candidates, table.startup_trials, seed) \
+            if multi_fidelity or proxy is not None else None
 
     def ask(self) -> tuple[Any, int] | None:
         for _ in range(self.max_attempts):
+            if self.proposals is not None:
+                self.proposals.propose(self.study, self._usable)
             trial = self.study.ask()
             arch = sample_architecture(trial, self.table.space)
             if not self.table.fits.get(arch.arch_id, False):
@@ -182,6 +211,17 @@ class OptunaProposer:
             self.trained.add(row)
             return (trial, row), row
         return None
+
+    def _usable(self, arch: Any) -> bool:
+        """Within budget and not trained yet (what the proposals may propose)."""
+        return self.table.fits.get(arch.arch_id, False) and self.table.nearest(arch) not in self.trained
+
+    def observe(self, handle: Any, epoch: int, values: Sequence[float]) -> None:
+        """A trial's readings after an epoch (what the multi-fidelity model learns from)."""
+        if self.proposals is not None:
+            trial, _ = handle
+            self.proposals.observe(str(trial.number), trial.params, trial.distributions, epoch,
+                                   values)
 
     def tell(self, handle: Any, state: str, values: Sequence[float] | None) -> None:
         trial, row = handle
@@ -212,10 +252,13 @@ class FullBudget:
 
 
 class OurMOASHA:
-    """This project's multi-objective ASHA (`nas.rungs.Rungs.decide`, as `nas.moasha` calls it)."""
+    """This project's multi-objective ASHA (`nas.rungs.Rungs.decide`, as `nas.moasha` calls it);
+    `options`: the rungs' `placement`, `extrapolate`, ... (`nas.rungs.Rungs`)."""
 
-    def __init__(self, table: Table, grace_period: int = 1, reduction_factor: float = 3.0):
-        self.rungs = Rungs(table.objectives, table.epochs, grace_period, reduction_factor)
+    def __init__(self, table: Table, grace_period: int = 1, reduction_factor: float = 3.0,
+                 **options: Any):
+        self.rungs = Rungs(table.objectives, table.epochs, grace_period, reduction_factor,
+                           **options)
 
     def add(self, key: str) -> None:
         pass
@@ -223,6 +266,10 @@ class OurMOASHA:
     def result(self, key: str, epoch: int, values: Sequence[float]) -> bool:
         decision = self.rungs.decide(key, epoch, values)
         return decision is None or decision.promote
+
+    def observe(self, key: str, epoch: int, values: Sequence[float]) -> None:
+        """A trial's readings at its full budget (what adaptive rungs learn from)."""
+        self.rungs.record(key, epoch, values)
 
 
 class RayASHA:
@@ -354,11 +401,18 @@ def simulate(table: Table, proposer: Proposer, scheduler: Scheduler, budget_epoc
         compute += 1
         if epoch > table.good_epochs[row]:  # diverged in this epoch
             finish(slot, "failed", None)
-        elif epoch == table.epochs:  # a NaN objective: completed but unscored (told PRUNED)
+            start(slot)
+            continue
+        readings = list(table.readings[row, epoch - 1])
+        if hasattr(proposer, "observe"):
+            proposer.observe(trial["handle"], epoch, readings)
+        if epoch == table.epochs:  # a NaN objective: completed but unscored (told PRUNED)
+            if hasattr(scheduler, "observe"):
+                scheduler.observe(trial["key"], epoch, readings)
             values = table.final[row]
             ok = np.isfinite(values).all()
             finish(slot, "completed" if ok else "unscored", list(values) if ok else None)
-        elif scheduler.result(trial["key"], epoch, list(table.readings[row, epoch - 1])):
+        elif scheduler.result(trial["key"], epoch, readings):
             heapq.heappush(events, (now + table.epoch_times[row, epoch], slot, sequence))
             sequence += 1
             continue

@@ -14,7 +14,9 @@ from typing import Any, Mapping
 
 import yaml
 
+from evaluators.proxies import PROXIES as PROXY_NAMES
 from evaluators.trial import TrialConfig
+from nas.rungs import PLACEMENTS
 from results.objectives import METRIC_DIRECTIONS, Objective
 from results.storage import check_no_credentials
 from search_spaces.fields import FieldError, check_keys, from_mapping, typed
@@ -43,6 +45,17 @@ class SamplerConfig:
     """The sampler's seed: the same seed proposes the same architectures from the same results."""
     startup_trials: int = 4
     """Random trials before TPE models the space (for NSGA-II: its population size)."""
+    multi_fidelity: bool = False
+    """Propose from a TPE model fitted on every trial's readings at the latest epoch that enough
+    trials reached (BOHB-style, `nas.multi_fidelity`), not only on the trials that finished."""
+    min_points: int = 6
+    """multi_fidelity: trials an epoch needs readings of before its model proposes."""
+    proxy: str | None = None
+    """A zero-cost proxy (`evaluators.proxies`: `naswot`, `synflow`, `grad_norm`) that screens
+    candidates when they are priced: of `proxy_candidates` new ones within budget, only the
+    highest-scoring trains. null: no screening."""
+    proxy_candidates: int = 4
+    """proxy: candidates priced and scored for each one that trains."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,18 @@ class SchedulerConfig:
     `trial.train.epochs`."""
     reduction_factor: float = 3.0
     """At each rung the top 1/reduction_factor of the trials recorded there go on (a number > 1)."""
+    placement: str = "fixed"
+    """`moasha`: `fixed` (rungs at grace_period x reduction_factor^k) or `adaptive` (the first rung
+    moves to the earliest epoch whose readings rank the search's finished trials as their
+    full-budget values do, `nas.rungs`)."""
+    extrapolate: bool = False
+    """`moasha`: rank trials at a rung by their full-budget values as predicted from their learning
+    curves (a line fitted on the finished trials) rather than by their readings there."""
+    min_completed: int = 5
+    """`moasha`, adaptive placement or extrapolation: finished trials needed before either acts."""
+    rank_threshold: float = 0.6
+    """`moasha`, adaptive placement: the Kendall tau-b (on every objective) an epoch's readings
+    need with the full-budget values for the first rung to move there."""
 
 
 @dataclass(frozen=True)
@@ -341,6 +366,13 @@ def _validate(config: SearchConfig) -> None:
         raise SearchConfigError("sampler.name", f"unknown sampler {s.name!r} (known: {list(SAMPLERS)})")
     if s.startup_trials < 1:
         raise SearchConfigError("sampler.startup_trials", "must be >= 1")
+    if s.min_points < 2:
+        raise SearchConfigError("sampler.min_points", f"must be >= 2, got {s.min_points}")
+    if s.proxy is not None and s.proxy not in PROXY_NAMES:
+        raise SearchConfigError("sampler.proxy",
+                                f"unknown proxy {s.proxy!r} (known: {list(PROXY_NAMES)}, or null)")
+    if s.proxy_candidates < 1:
+        raise SearchConfigError("sampler.proxy_candidates", f"must be >= 1, got {s.proxy_candidates}")
     b = config.budget
     for name in ("max_flops", "max_params"):
         value = getattr(b, name)
@@ -367,6 +399,18 @@ def _validate(config: SearchConfig) -> None:
                                     f"objectives; {name} is for the single-metric asha")
     if sch.grace_period < 1:
         raise SearchConfigError("scheduler.grace_period", "must be >= 1")
+    if sch.placement not in PLACEMENTS:
+        raise SearchConfigError("scheduler.placement",
+                                f"must be one of {list(PLACEMENTS)}, got {sch.placement!r}")
+    if sch.min_completed < 2:
+        raise SearchConfigError("scheduler.min_completed", f"must be >= 2, got {sch.min_completed}")
+    if not -1.0 <= sch.rank_threshold <= 1.0:
+        raise SearchConfigError("scheduler.rank_threshold",
+                                f"must be a Kendall tau in [-1, 1], got {sch.rank_threshold!r}")
+    if sch.name != "moasha" and (sch.placement != "fixed" or sch.extrapolate):
+        raise SearchConfigError("scheduler.placement" if sch.placement != "fixed"
+                                else "scheduler.extrapolate",
+                                "adaptive rungs and extrapolation are moasha's options")
     if not (sch.reduction_factor > 1 and math.isfinite(sch.reduction_factor)):
         raise SearchConfigError("scheduler.reduction_factor",
                                 f"must be a number > 1, got {sch.reduction_factor!r}")

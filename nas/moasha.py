@@ -17,7 +17,7 @@ from typing import Any
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from nas.rungs import RungDecision, Rungs
-from nas.searcher import FINAL_KEY
+from nas.searcher import DIVERGED_KEY, FAILED_KEY, FINAL_KEY
 from nas.tracking import record_id_of
 
 
@@ -32,9 +32,14 @@ class MOASHAScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         epoch = result.get("epoch")
-        if result.get(FINAL_KEY) or not isinstance(epoch, (int, float)):
+        if not isinstance(epoch, (int, float)):
             return TrialScheduler.CONTINUE
         record_id = record_id_of(trial)
+        if result.get(FINAL_KEY):  # its full-budget values: what adaptive rungs learn from
+            if int(epoch) == self.rungs.max_t and not (result.get(FAILED_KEY)
+                                                       or result.get(DIVERGED_KEY)):
+                self.rungs.record(record_id, int(epoch), self.rungs.values_of(result))
+            return TrialScheduler.CONTINUE
         decision = self.rungs.decide(record_id, int(epoch), self.rungs.values_of(result))
         if decision is None:
             return TrialScheduler.CONTINUE

@@ -29,6 +29,15 @@ their final report and never reach a decision. A trial that trains its whole bud
 value for some objective is `completed` but unscored (the record's `unscored` says why; Optuna
 is told PRUNED; `nas.searcher.trial_outcome`), so it never enters a front either.
 
+Learning from finished trials (options, both off by default; `nas.config.SchedulerConfig`):
+- adaptive placement: the first rung moves to the earliest epoch whose readings rank the finished
+  trials as their full-budget values do (Kendall tau-b >= `rank_threshold` on every objective),
+  measured on the search's own trials as it runs, not fixed from one table;
+- extrapolation: at a rung, trials are put in promotion order by their predicted full-budget
+  values (a line per objective, fitted on the finished trials, from the reading and its last
+  change) instead of their readings there.
+Both need `min_completed` finished trials; until then the rungs act as configured.
+
 The state is a function of the reported values only: `Rungs.from_records` rebuilds it from the
 per-epoch `history` of a run's records, which is how a resumed search (a new Tune session)
 continues, however its driver stopped.
@@ -44,6 +53,9 @@ import numpy as np
 
 from results.objectives import Objective, as_objectives
 from results.pareto import pareto_ranks
+
+
+PLACEMENTS = ("fixed", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -82,16 +94,31 @@ class Rungs:
 
     objectives: the search's objectives (names and directions), in the order values are given;
     max_t: the trial's full budget in epochs; trial keys are any strings (record ids).
+    placement: "fixed" (rungs at grace_period * reduction_factor**k) or "adaptive" (the first
+    rung moves to where the search's own readings start to rank: `place_rungs`); extrapolate:
+    rank trials at a rung by their predicted full-budget values (`extrapolate`) rather than
+    their readings there. Both learn from the trials that finished their budget, and act once
+    `min_completed` have.
     """
 
     def __init__(self, objectives: Iterable[Any], max_t: int, grace_period: int = 1,
-                 reduction_factor: float = 3.0):
+                 reduction_factor: float = 3.0, placement: str = "fixed",
+                 extrapolate: bool = False, min_completed: int = 5,
+                 rank_threshold: float = 0.6):
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
         self.objectives: list[Objective] = as_objectives(objectives)
         self.max_t = max_t
         self.grace_period = grace_period
         self.reduction_factor = reduction_factor
+        self.placement = placement
+        self.extrapolate = extrapolate
+        self.min_completed = min_completed
+        self.rank_threshold = rank_threshold
         self.epochs = rung_epochs(max_t, grace_period, reduction_factor)
         self.recorded: dict[int, dict[str, tuple[float, ...]]] = {e: {} for e in self.epochs}
+        self.curves: dict[str, dict[int, tuple[float, ...]]] = {}  # key -> epoch -> values
+        self.final: dict[str, tuple[float, ...]] = {}  # key -> values at max_t
 
     @property
     def names(self) -> list[str]:
@@ -106,18 +133,26 @@ class Rungs:
         return tuple(_float(row.get(name)) for name in self.names)
 
     def record(self, key: str, epoch: int, values: Sequence[float]) -> None:
-        """Enter a trial's values at a rung without deciding (rebuilding from records)."""
+        """Enter a trial's values at `epoch` without deciding: kept in its curve, at the rung of
+        that epoch if any, and at the full budget as its final values (which may move adaptive
+        rungs)."""
+        values = tuple(_float(v) for v in values)
+        self.curves.setdefault(key, {})[int(epoch)] = values
         if epoch in self.recorded:
-            self.recorded[epoch][key] = tuple(_float(v) for v in values)
+            self.recorded[epoch][key] = values
+        if epoch == self.max_t:
+            self.final[key] = values
+            if self.placement == "adaptive":
+                self._move_rungs()
 
     def decide(self, key: str, epoch: int, values: Sequence[float]) -> RungDecision | None:
-        """Record a trial's values at the rung of `epoch` and decide whether it continues;
+        """Record a trial's values at `epoch` and, at a rung, decide whether it continues;
         None when no rung lies at that epoch. A trial deciding again at the same rung (trained
         again after an interruption) replaces its earlier values."""
+        self.record(key, epoch, values)
         rung = self.rung_of(epoch)
         if rung is None:
             return None
-        self.record(key, epoch, values)
         at_rung = self.recorded[epoch]
         n = len(at_rung)
         allowed = max(1, math.ceil(n / self.reduction_factor - 1e-9))
@@ -128,8 +163,12 @@ class Rungs:
             return RungDecision(rung, epoch, False,
                                 f"{where}: no finite objective value ({shown}), never promoted")
         keys = list(at_rung)
-        order = promotion_order(np.array([at_rung[k] for k in keys], dtype=float),
-                                [o.direction for o in self.objectives], keys)
+        ranked = np.array([at_rung[k] for k in keys], dtype=float)
+        predicted = self.predict(epoch, keys) if self.extrapolate else None
+        if predicted is not None:
+            ranked = predicted
+            where += " by predicted full-budget values"
+        order = promotion_order(ranked, [o.direction for o in self.objectives], keys)
         i = keys.index(key)
         place, front = order.places[i], order.fronts[i]
         text = f"{where}: front {front + 1} of {order.num_fronts}, place {place + 1} of {n}"
@@ -140,19 +179,78 @@ class Rungs:
         text += f"; the top {allowed} may continue"
         return RungDecision(rung, epoch, bool(place < allowed), text)
 
+    # ---- learning from the trials that finished -------------------------------------------
+    def rank_agreement(self, epoch: int) -> float | None:
+        """How well readings at `epoch` rank the finished trials as their full-budget values
+        do: the smallest Kendall tau-b over the objectives; None with fewer than
+        `min_completed` finished trials read there (finite on both)."""
+        taus = []
+        for j in range(len(self.objectives)):
+            pairs = [(self.curves[k][epoch][j], final[j]) for k, final in self.final.items()
+                     if epoch in self.curves.get(k, {})]
+            pairs = [p for p in pairs if math.isfinite(p[0]) and math.isfinite(p[1])]
+            if len(pairs) < self.min_completed:
+                return None
+            a, b = np.array(pairs).T
+            tau = kendall_tau_b(a, b)
+            if not math.isfinite(tau):
+                return None
+            taus.append(tau)
+        return min(taus)
+
+    def place_rungs(self) -> tuple[int, ...]:
+        """Adaptive placement: the first rung at the earliest epoch whose readings rank the
+        finished trials with tau-b >= `rank_threshold` on every objective, the others
+        reduction_factor apart above it; the configured rungs until that can be measured."""
+        for epoch in range(1, self.max_t):
+            agreement = self.rank_agreement(epoch)
+            if agreement is not None and agreement >= self.rank_threshold:
+                return rung_epochs(self.max_t, epoch, self.reduction_factor)
+        return self.epochs
+
+    def _move_rungs(self) -> None:
+        epochs = self.place_rungs()
+        if epochs == self.epochs:
+            return
+        self.epochs = epochs
+        self.recorded = {e: {k: c[e] for k, c in self.curves.items() if e in c} for e in epochs}
+
+    def predict(self, epoch: int, keys: Sequence[str]) -> np.ndarray | None:
+        """Learning-curve extrapolation: each trial's full-budget values predicted from its
+        reading at `epoch` and its last epoch's change (a least-squares line per objective over
+        the finished trials); None until `min_completed` finished trials were read there."""
+        out = np.full((len(keys), len(self.objectives)), np.nan)
+        for j in range(len(self.objectives)):
+            rows, targets = [], []
+            for k, final in self.final.items():
+                x = _curve_features(self.curves.get(k, {}), epoch, j)
+                if x is not None and math.isfinite(final[j]):
+                    rows.append(x)
+                    targets.append(final[j])
+            if len(rows) < self.min_completed:
+                return None
+            coef, *_ = np.linalg.lstsq(np.array(rows), np.array(targets), rcond=None)
+            for i, k in enumerate(keys):
+                x = _curve_features(self.curves.get(k, {}), epoch, j)
+                out[i, j] = float(np.dot(x, coef)) if x is not None else np.nan
+        return out
+
     @classmethod
     def from_records(cls, records: Iterable[Mapping[str, Any]], objectives: Iterable[Any],
-                     max_t: int, grace_period: int = 1,
-                     reduction_factor: float = 3.0) -> "Rungs":
+                     max_t: int, grace_period: int = 1, reduction_factor: float = 3.0,
+                     **options: Any) -> "Rungs":
         """The rungs as the records' per-epoch histories left them: every trained trial's
-        reading at every rung epoch it reported (the state a killed driver had, whatever it was
-        doing)."""
-        rungs = cls(objectives, max_t, grace_period, reduction_factor)
+        reading at every epoch it reported (the state a killed driver had, whatever it was
+        doing). `options`: `placement`, `extrapolate`, ... as for the constructor."""
+        rungs = cls(objectives, max_t, grace_period, reduction_factor, **options)
         for record in records:
             for row in record.get("history") or ():
                 epoch = row.get("epoch")
-                if isinstance(epoch, (int, float)) and float(epoch).is_integer():
-                    rungs.record(str(record["trial_id"]), int(epoch), rungs.values_of(row))
+                if not (isinstance(epoch, (int, float)) and float(epoch).is_integer()):
+                    continue
+                if int(epoch) >= max_t and record.get("status") != "completed":
+                    continue  # failed after its last epoch: no full-budget values to learn from
+                rungs.record(str(record["trial_id"]), int(epoch), rungs.values_of(row))
         return rungs
 
     def state(self) -> dict[int, dict[str, tuple[float, ...]]]:
@@ -183,7 +281,7 @@ def promotion_order(values: np.ndarray, directions: Sequence[str],
     rankable = finite.any(axis=1)
     fronts = np.full(n, -1, dtype=int)
     crowding = np.zeros(n)
-    filled = _fill_missing(values[rankable], directions)
+    filled = fill_missing(values[rankable], directions)
     if rankable.any():
         fronts[rankable] = pareto_ranks(filled, directions)
         crowding[rankable] = _crowding(filled, fronts[rankable])
@@ -202,7 +300,7 @@ def promotion_order(values: np.ndarray, directions: Sequence[str],
     return PromotionOrder(fronts, places, places_in_front, num_fronts, seen)
 
 
-def _fill_missing(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+def fill_missing(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     """Non-finite values replaced by one range beyond the worst finite value of their column
     (the same stand-in for all of them: they tie, below every reading)."""
     filled = values.copy()
@@ -238,6 +336,27 @@ def _crowding(values: np.ndarray, fronts: np.ndarray) -> np.ndarray:
             gaps = (values[ordered[2:], j] - values[ordered[:-2], j]) / span
             distance[ordered[1:-1]] += gaps
     return distance
+
+
+def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-b of two equal-length arrays (ties handled; NaN when one is constant)."""
+    sa = np.sign(a[:, None] - a[None, :])
+    sb = np.sign(b[:, None] - b[None, :])
+    upper = np.triu_indices(len(a), k=1)
+    sa, sb = sa[upper], sb[upper]
+    denominator = math.sqrt(float((sa != 0).sum()) * float((sb != 0).sum()))
+    return float((sa * sb).sum()) / denominator if denominator else math.nan
+
+
+def _curve_features(curve: Mapping[int, tuple[float, ...]], epoch: int,
+                    j: int) -> np.ndarray | None:
+    """(1, reading at epoch, change over the epoch before) of objective j; None when the
+    reading is missing (a missing earlier reading: no change)."""
+    now = curve.get(epoch, (math.nan,) * (j + 1))[j]
+    if not math.isfinite(now):
+        return None
+    before = curve.get(epoch - 1, (math.nan,) * (j + 1))[j]
+    return np.array([1.0, now, now - before if math.isfinite(before) else 0.0])
 
 
 def _float(value: Any) -> float:

@@ -226,7 +226,8 @@ def _run_session(store: RunDirectory, config: SearchConfig, space: SearchSpace, 
         searcher = BudgetedOptunaSearch(
             space=space, objectives=[(o.name, o.direction) for o in config.objectives],
             study=study, run_dir=store, budget=budget, max_attempts=config.budget.max_attempts,
-            epochs=config.epochs, rerun=plan.rerun, sync_study=home.sync)
+            epochs=config.epochs, rerun=plan.rerun, sync_study=home.sync,
+            **proposal_options(config, space, session_seed=s.seed + len(study.trials)))
         tuner = _new_tuner(store, config, searcher, remaining, _trainable(config, trainable))
         print(f"search: {remaining} of {config.num_trials} trials of {config.epochs} epochs to "
               f"train, {config.resources.max_concurrent_trials} at a time -> {store.root}",
@@ -251,6 +252,28 @@ def _run_session(store: RunDirectory, config: SearchConfig, space: SearchSpace, 
             ray.shutdown()
     store.storage.raise_if_failed()
     return ray_startup_s
+
+
+def proposal_options(config: SearchConfig, space: SearchSpace,
+                     session_seed: int | None = None) -> dict[str, Any]:
+    """The searcher's smarter proposals from `sampler.*` (`nas.proposals`: a multi-fidelity
+    model, a zero-cost proxy screen); empty when neither is on."""
+    s = config.sampler
+    screen = s.proxy is not None and s.proxy_candidates > 1
+    if not (s.multi_fidelity or screen):
+        return {}
+    from nas.proposals import Proposals
+
+    scorer = None
+    if screen:
+        from evaluators.proxy_score import ProxyScorer
+
+        scorer = ProxyScorer(config.trial.replace(resolution=space.resolution),
+                             space.in_channels, s.proxy, seed=s.seed)
+    return {"proposals": Proposals(
+        space, [o.direction for o in config.objectives], config.epochs, s.multi_fidelity,
+        s.min_points, scorer, s.proxy_candidates, s.startup_trials,
+        s.seed if session_seed is None else session_seed)}
 
 
 def _new_run(config: SearchConfig, run_dir: str | Path | RunDirectory | None) -> RunDirectory:
@@ -335,7 +358,8 @@ def _new_scheduler(store: RunDirectory, config: SearchConfig):
     if sch.name == "moasha":
         return MOASHAScheduler(Rungs.from_records(
             store.read_records(), config.objectives, config.epochs, sch.grace_period,
-            sch.reduction_factor))
+            sch.reduction_factor, placement=sch.placement, extrapolate=sch.extrapolate,
+            min_completed=sch.min_completed, rank_threshold=sch.rank_threshold))
     objective = config.scheduler_objective()
     return ASHAScheduler(
         time_attr="epoch", metric=objective.name, mode=objective.direction,

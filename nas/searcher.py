@@ -19,6 +19,12 @@ On completion it tells Optuna what really happened:
 - a trial that stopped before its final report (early stopping) -> PRUNED, never in the front;
 - a trial that diverged or raised (reported by the trainable, or an error Ray saw) -> FAIL.
 
+With `proposals` (`nas.proposals`; `sampler.multi_fidelity`, `sampler.proxy`), every trial's
+readings at every epoch are passed on as they are reported, and before each ask the proposals may
+enqueue a candidate in the study (from a TPE model fitted on the readings, screened by a zero-cost
+proxy); the candidate then goes through the same budget and duplicate checks. A trial chosen by
+the screen keeps its `proxy_score` and the scores of the candidates it was chosen from.
+
 Everything it knows lives in the study and the records, so a new searcher over the same study
 (`--resume`) carries on: it knows which architectures were trained, and hands out first the
 trials an interruption cut short (`rerun`), under their old record ids.
@@ -27,6 +33,7 @@ trials an interruption cut short (`rerun`), under their old record ids.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -35,6 +42,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from evaluators.cost import Budget, count_cost
+from nas.proposals import Proposals
 from nas.study import ARCH_ATTR, COST_ATTR, RECORD_ATTR, REJECTION_ATTR
 from results.objectives import is_value
 from results.run_directory import RunDirectory, new_record, now_iso
@@ -104,13 +112,15 @@ class BudgetedOptunaSearch(Searcher):
     study: the run's Optuna study (`nas.study`), with one direction per objective;
     objectives: [(metric, "min"|"max"), ...]; run_dir: the run (where rejected records go);
     epochs: each trial's budget (for the records); rerun: trials to hand out again first;
-    sync_study: called after each batch of changes to the study (copies a mirrored journal).
+    sync_study: called after each batch of changes to the study (copies a mirrored journal);
+    proposals: multi-fidelity proposals and/or a proxy screen (None: the study's sampler alone).
     """
 
     def __init__(self, space: SearchSpace, objectives: Sequence[tuple[str, str]],
                  study: optuna.Study, run_dir: str | RunDirectory, budget: Budget | None = None,
                  max_attempts: int = 50, epochs: int = 1, rerun: Sequence[Rerun] = (),
-                 sync_study: Callable[[], None] | None = None):
+                 sync_study: Callable[[], None] | None = None,
+                 proposals: Proposals | None = None):
         metrics = [name for name, _ in objectives]
         super().__init__(metric=metrics[0] if len(metrics) == 1 else None,
                          mode=objectives[0][1] if len(metrics) == 1 else None)
@@ -128,6 +138,9 @@ class BudgetedOptunaSearch(Searcher):
         self.trained: dict[str, str] = {}  # arch_id -> record id of every accepted architecture
         self.values: dict[str, list[float]] = {}  # arch_id -> objective values told to Optuna
         self.accepted = 0
+        self.proposals = proposals
+        histories = {r["trial_id"]: r.get("history") or ()
+                     for r in self.store.read_records()} if proposals is not None else {}
         for trial in study.get_trials(deepcopy=False):
             if RECORD_ATTR in trial.user_attrs:
                 arch_id = Architecture.from_dict(trial.user_attrs[ARCH_ATTR]).arch_id
@@ -135,6 +148,8 @@ class BudgetedOptunaSearch(Searcher):
                 self.accepted += 1
                 if trial.state == TrialState.COMPLETE:
                     self.values[arch_id] = list(trial.values)
+                for row in histories.get(trial.user_attrs[RECORD_ATTR], ()):  # a resumed search
+                    self._observe(trial, row)
 
     @property
     def study(self) -> optuna.Study:
@@ -174,6 +189,8 @@ class BudgetedOptunaSearch(Searcher):
             return self._config(trial)
         duplicates = 0
         for _ in range(self.max_attempts):
+            if self.proposals is not None:
+                self.proposals.propose(self._study, self._usable)
             ot_trial = self._study.ask()
             arch = sample_architecture(ot_trial, self.space)
             check = self.budget.check(arch) if self.budget is not None else None
@@ -191,6 +208,7 @@ class BudgetedOptunaSearch(Searcher):
                 duplicates += 1
                 continue
             if check is None or check.fits:
+                self._screened(ot_trial)
                 ot_trial.set_user_attr(RECORD_ATTR, trial_id)
                 ot_trial.set_user_attr("trial_id", trial_id)
                 ot_trial.set_user_attr("position", self.accepted)
@@ -207,10 +225,33 @@ class BudgetedOptunaSearch(Searcher):
         self.store.write_gave_up(message)
         return Searcher.FINISHED
 
+    def _usable(self, arch: Architecture) -> bool:
+        """Not trained yet and within budget: what the proposals may propose."""
+        if arch.arch_id in self.trained:
+            return False
+        return self.budget is None or self.budget.check(arch).fits
+
+    def _screened(self, ot_trial: optuna.Trial) -> None:
+        """Keep on the trial how the proxy screen chose it: its score and the candidates'."""
+        last = self.proposals.last if self.proposals is not None else None
+        if last is not None and last[1] and last[0] == ot_trial.params:
+            ot_trial.set_user_attr("proxy_score", max(last[1]))
+            ot_trial.set_user_attr("proxy_screened", list(last[1]))
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        # Nothing to tell mid-run: Optuna's intermediate values are single-objective only, and
-        # early stopping is the scheduler's job.
-        return
+        # Optuna's intermediate values are single-objective only and early stopping is the
+        # scheduler's job: the readings go to the multi-fidelity proposals, if any.
+        trial = self.live.get(trial_id)
+        if trial is not None and not (result.get(FAILED_KEY) or result.get(DIVERGED_KEY)):
+            self._observe(trial, result)
+
+    def _observe(self, trial: optuna.trial.FrozenTrial, row: dict) -> None:
+        epoch = row.get("epoch")
+        if self.proposals is None or not isinstance(epoch, (int, float)) or epoch < 1:
+            return
+        values = [float(row[m]) if is_value(row.get(m)) else math.nan for m in self.metrics]
+        self.proposals.observe(trial.user_attrs[RECORD_ATTR], trial.params, trial.distributions,
+                               int(epoch), values)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:

@@ -39,20 +39,39 @@ def table() -> Table:
     return Table.load()
 
 
-def test_the_table_says_how_it_was_made_and_covers_every_layout(table):
+@pytest.mark.parametrize("name, at_least", [("digits", 250), ("heldout", 120)])
+def test_each_table_says_how_it_was_made_and_covers_every_layout(name, at_least):
     import json
 
-    from ground_truth import DATA_DIR, PROVENANCE_FILE
+    from ground_truth import TableFiles
 
-    info = json.loads((DATA_DIR / PROVENANCE_FILE).read_text())
-    for key in ("trial", "budget", "seed", "date", "torch", "machine"):
+    table = Table.load(name=name)
+    files = TableFiles(name)
+    info = json.loads(files.provenance.read_text())
+    for key in ("trial", "budget", "seed", "date", "torch", "machine", "objectives"):
         assert key in info
-    assert info["architectures"] == len(table.arch_ids) >= 50
+    assert info["table"] == name and info["architectures"] == len(table.arch_ids) >= at_least
+    assert info["objectives"] == [o.to_dict() for o in table.objectives]
     assert set(table.layouts) == set(table.space.layouts())
     assert table.readings.shape == (len(table.arch_ids), table.epochs, 2)
     assert (table.epoch_times > 0).all() and table.completed.sum() >= len(table.arch_ids) // 2
     measure = Hypervolume.of_table(table)
     assert measure(table.final[table.completed]) == pytest.approx(1.0)
+    # every row has its zero-cost proxy scores (benchmarks/table_proxies.py), finite
+    assert set(table.proxies) >= {"naswot", "synflow"}
+    assert np.isfinite(table.proxies["naswot"]).all()
+
+
+def test_the_held_out_table_is_another_regime_than_the_defaults_table(table):
+    held = Table.load(name="heldout")
+    assert held.epochs != table.epochs
+    assert not set(held.arch_ids) & set(table.arch_ids) or \
+        sum(held.fits.values()) < sum(table.fits.values())  # a smaller budget: other architectures
+    from ground_truth import table_search
+
+    (config, _), (default, _) = table_search("heldout"), table_search("digits")
+    assert config.trial.small_per_class != default.trial.small_per_class
+    assert config.trial.data_seed != default.trial.data_seed
 
 
 def test_a_simulated_search_is_deterministic_and_spends_its_budget(table):
@@ -85,3 +104,37 @@ def test_full_budget_search_completes_every_trial_and_asha_stops_some(table):
     assert any(t.status == "pruned" for t in asha.trials)
     share = Hypervolume.of_table(table)(table.final[asha.completed_rows()])
     assert 0.0 < share <= 1.0 + 1e-9  # a share of the table's own front, never more than all of it
+
+
+def test_smarter_proposals_replay_deterministically_and_screen_by_the_tables_proxy(table):
+    def run(seed):
+        proposer = OptunaProposer(table, "tpe", seed, multi_fidelity=True, min_points=4,
+                                  proxy="naswot", candidates=3)
+        trace = simulate(table, proposer, OurMOASHA(table, 5, 3, placement="adaptive",
+                                                    extrapolate=True, min_completed=3), 120)
+        return trace, proposer
+    first, proposer = run(0)
+    assert first == run(0)[0] and first.compute == 120
+    assert len({t.row for t in first.trials}) == len(first.trials)
+    # each screened proposal was the best-scoring of its candidates, and the model proposed
+    assert proposer.proposals.last is not None and proposer.proposals.fidelity() is not None
+    params, scores = proposer.proposals.last
+    assert len(scores) == 3 and max(scores) in scores
+    with pytest.raises(ValueError, match="no 'nasbot' scores"):
+        OptunaProposer(table, "tpe", 0, proxy="nasbot")
+
+
+def test_the_bootstrap_interval_of_the_compute_share_brackets_the_median():
+    from bench_search_quality import bootstrap_share
+
+    rng = np.random.default_rng(0)
+    budget = 100
+    # random search: a line to 0.6; the default reaches 0.57 (95%) somewhere in epochs 20-40
+    random_ = np.tile(np.linspace(0, 0.6, budget), (30, 1))
+    reach_at = rng.integers(20, 41, 30)
+    default = np.array([np.minimum(0.7, 0.57 * np.arange(1, budget + 1) / r) for r in reach_at])
+    lo, mid, hi = bootstrap_share(default, random_)
+    assert 0.20 <= lo <= mid <= hi <= 0.40
+    assert mid == pytest.approx(np.median(reach_at) / budget, abs=0.03)
+    never = np.zeros((30, budget))
+    assert bootstrap_share(never, random_) == (np.inf, np.inf, np.inf)
