@@ -141,7 +141,7 @@ def dump_dom(html: Path, profile: Path) -> str:
 
 
 @pytest.mark.parametrize("page, figure", [
-    ("index.html", "search_quality.png"),
+    ("index.html", "search_quality_heldout.png"),
     ("results/deit-recipe.html", "layout_study_quick_distillation.png"),
 ])
 def test_a_page_and_its_figure_render_in_chromium(site, tmp_path, page, figure):
