@@ -311,7 +311,7 @@ def evaluate(name: str, args: argparse.Namespace, trials: int) -> str:
     print(f"{'strategy':{w}s} {'25%':>6s} {'50%':>6s} {'100%':>6s} {'to 95%':>7s} "
           f"{'trials':>7s} {'done':>5s} {'pruned':>6s} {'unscored':>8s} {'failed':>6s}")
     for line in lines:
-        if line["strategy"] == ablated[0] if ablated else False:
+        if ablated and line["strategy"] == ablated[0]:
             print("ablation (the default with one part switched):")
         to95 = line["compute_to_95%_of_random"]
         print(f"{line['strategy']:{w}s} {line['hv_25%']:6.3f} {line['hv_50%']:6.3f} "
@@ -330,8 +330,8 @@ def evaluate(name: str, args: argparse.Namespace, trials: int) -> str:
     print(f"wrote {args.out / f'search_quality_{name}.csv.gz'}, "
           f"{args.out / f'search_quality_{name}_summary.csv'}, {figure} "
           f"({time.time() - t0:.0f} s)", flush=True)
-    hit = reach(summary[[s.name for s, _, _ in summary].index(DEFAULT)][1], goal)
-    median = summary[[s.name for s, _, _ in summary].index(DEFAULT)][1]
+    median = np.median(curves[DEFAULT], axis=0)
+    hit = reach(median, goal)
     at = hit if hit is not None else budget
     return (f"search quality ({name}): the default search reaches "
             f"{100 * median[at - 1] / random_full:.0f}% of full-budget random search's "

@@ -54,7 +54,8 @@ class Proposals:
     scorer: a zero-cost proxy score of an architecture (higher is better), None: no screen;
     candidates: proposals screened per trial; startup: without the multi-fidelity model, the
     trials proposed at random and screened before the study's sampler takes over (its startup
-    trials; with the model: until the model has enough readings); seed: seeds the throwaway samplers (each proposal offsets it).
+    trials; with the model: until the model has enough readings); seed: seeds the throwaway
+    samplers (each proposal offsets it).
     """
 
     def __init__(self, space: SearchSpace, directions: Sequence[str], epochs: int,
@@ -113,7 +114,10 @@ class Proposals:
             arch = sample_architecture(trial, self.space)
             if usable(arch) and all(a.arch_id != arch.arch_id for _, a in picked):
                 picked.append((dict(trial.params), arch))
-            draw.tell(trial, worst) if worst is not None else draw.tell(trial, state=TrialState.PRUNED)
+            if worst is None:  # a random draw: nothing to learn
+                draw.tell(trial, state=TrialState.PRUNED)
+            else:
+                draw.tell(trial, worst)
             if len(picked) == self.candidates:
                 break
         if not picked:

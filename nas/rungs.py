@@ -52,6 +52,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from results.objectives import Objective, as_objectives
+from results.layout_study.rankings import kendall_tau_b
 from results.pareto import pareto_ranks
 
 
@@ -336,16 +337,6 @@ def _crowding(values: np.ndarray, fronts: np.ndarray) -> np.ndarray:
             gaps = (values[ordered[2:], j] - values[ordered[:-2], j]) / span
             distance[ordered[1:-1]] += gaps
     return distance
-
-
-def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
-    """Kendall's tau-b of two equal-length arrays (ties handled; NaN when one is constant)."""
-    sa = np.sign(a[:, None] - a[None, :])
-    sb = np.sign(b[:, None] - b[None, :])
-    upper = np.triu_indices(len(a), k=1)
-    sa, sb = sa[upper], sb[upper]
-    denominator = math.sqrt(float((sa != 0).sum()) * float((sb != 0).sum()))
-    return float((sa * sb).sum()) / denominator if denominator else math.nan
 
 
 def _curve_features(curve: Mapping[int, tuple[float, ...]], epoch: int,

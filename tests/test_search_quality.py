@@ -67,8 +67,8 @@ def test_each_table_says_how_it_was_made_and_covers_every_layout(name, at_least)
 def test_the_held_out_table_is_another_regime_than_the_defaults_table(table):
     held = Table.load(name="heldout")
     assert held.epochs != table.epochs
-    assert not set(held.arch_ids) & set(table.arch_ids) or \
-        sum(held.fits.values()) < sum(table.fits.values())  # a smaller budget: other architectures
+    assert sum(held.fits.values()) < sum(table.fits.values())  # a smaller budget
+    assert set(held.arch_ids) - set(table.arch_ids)  # architectures the tuning table lacks
     from ground_truth import table_search
 
     (config, _), (default, _) = table_search("heldout"), table_search("digits")

@@ -15,7 +15,8 @@ from evaluators.proxy_score import ProxyScorer
 from evaluators.trial import TrialConfig
 from nas.config import SearchConfig
 from nas.proposals import Proposals
-from nas.rungs import Rungs, kendall_tau_b
+from nas.rungs import Rungs
+from results.layout_study.rankings import kendall_tau_b
 from results import run_directory as records
 from results.run_directory import RunDirectory
 from search_spaces.space import default_space, sample_architecture
